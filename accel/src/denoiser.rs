@@ -1,0 +1,336 @@
+//! The Proposition 1 optimal denoiser on candle tensors (f32, CPU or CUDA).
+//!
+//! Same algorithm as `msd_reference::denoiser` (see there for the derivation): scores
+//! r_i = α⟨x, y_i⟩ − ½α²‖y_i‖² by GEMM, a streaming softmax over data chunks with a per-query running maximum,
+//! and a second GEMM for Σ w_i y_i. Differences to the running maximum are taken before scaling by 1/σ², so
+//! nothing overflows as σ → 0; when 1/σ² is not representable in f32 the weights become the exact-maximum
+//! indicator (the t → 0 limit: the nearest point).
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::AccelError;
+
+/// The optimal denoiser of a dataset held on a device as an N × d f32 tensor.
+#[derive(Debug, Clone)]
+pub struct OptimalDenoiser {
+    data: Tensor,
+    /// ‖y_i‖², shape (1, N).
+    sq_norms: Tensor,
+    chunk_rows: usize,
+    query_block: usize,
+}
+
+/// Returns an error if `t` (any float dtype) holds a NaN or an infinity.
+pub fn check_finite(what: &'static str, t: &Tensor) -> Result<(), AccelError> {
+    let t = t.to_dtype(DType::F32)?;
+    let nan_count = t
+        .ne(&t)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    let max_abs = t.abs()?.max_all()?.to_scalar::<f32>()?;
+    if nan_count > 0.0 || max_abs.is_infinite() {
+        return Err(AccelError::NonFinite(what));
+    }
+    Ok(())
+}
+
+/// Checks a (α, σ) pair as the reference does: finite, non-negative, not both zero.
+fn check_level(alpha: f64, sigma: f64) -> Result<(), AccelError> {
+    let ok = alpha.is_finite() && sigma.is_finite() && alpha >= 0.0 && sigma >= 0.0;
+    if !ok || (alpha == 0.0 && sigma == 0.0) {
+        return Err(AccelError::BadNoiseLevel { alpha, sigma });
+    }
+    Ok(())
+}
+
+impl OptimalDenoiser {
+    /// Chunk sizes: 512 × 2048 f32 scores (4 MiB) on a CPU; the GPU wants far larger GEMMs.
+    pub fn default_chunks(device: &Device) -> (usize, usize) {
+        if device.is_cpu() {
+            (2048, 512)
+        } else {
+            (16384, 4096)
+        }
+    }
+
+    /// Takes an N × d dataset (any float dtype; stored as f32 on the tensor's device) and checks it.
+    pub fn new(data: &Tensor) -> Result<Self, AccelError> {
+        let dims = data.dims();
+        if dims.len() != 2 {
+            return Err(AccelError::Shape(format!(
+                "the dataset must be N x d, got shape {dims:?}"
+            )));
+        }
+        if dims[0] == 0 || dims[1] == 0 {
+            return Err(AccelError::Shape(format!(
+                "the dataset is empty (shape {dims:?})"
+            )));
+        }
+        let data = data.to_dtype(DType::F32)?.contiguous()?;
+        check_finite("the dataset", &data)?;
+        let sq_norms = data.sqr()?.sum_keepdim(1)?.reshape((1, dims[0]))?;
+        let (chunk_rows, query_block) = Self::default_chunks(data.device());
+        Ok(Self {
+            data,
+            sq_norms,
+            chunk_rows,
+            query_block,
+        })
+    }
+
+    /// Sets the streaming chunk sizes (both at least 1).
+    pub fn with_chunks(mut self, chunk_rows: usize, query_block: usize) -> Self {
+        self.chunk_rows = chunk_rows.max(1);
+        self.query_block = query_block.max(1);
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.dims()[0]
+    }
+
+    /// Always false: construction rejects empty datasets.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn dim(&self) -> usize {
+        self.data.dims()[1]
+    }
+
+    pub fn device(&self) -> &Device {
+        self.data.device()
+    }
+
+    /// Checks that `x` is B × d like the dataset, and brings it to f32 on the dataset's device.
+    fn prepare_queries(&self, x: &Tensor) -> Result<Tensor, AccelError> {
+        let dims = x.dims();
+        if dims.len() != 2 || dims[1] != self.dim() {
+            return Err(AccelError::Shape(format!(
+                "the queries must be B x {}, got shape {dims:?}",
+                self.dim()
+            )));
+        }
+        let x = x
+            .to_device(self.device())?
+            .to_dtype(DType::F32)?
+            .contiguous()?;
+        check_finite("the queries", &x)?;
+        Ok(x)
+    }
+
+    /// The posterior mean x̂₀(x) for each row of x (B × d); returns B × d f32 on the dataset's device.
+    pub fn posterior_mean(&self, x: &Tensor, alpha: f64, sigma: f64) -> Result<Tensor, AccelError> {
+        check_level(alpha, sigma)?;
+        let x = self.prepare_queries(x)?;
+        let b = x.dims()[0];
+        let mut blocks = Vec::with_capacity(b.div_ceil(self.query_block));
+        let mut start = 0;
+        while start < b {
+            let len = self.query_block.min(b - start);
+            blocks.push(self.block_posterior_mean(&x.narrow(0, start, len)?, alpha, sigma)?);
+            start += len;
+        }
+        let out = Tensor::cat(&blocks, 0)?;
+        check_finite("the result (overflow)", &out)?;
+        Ok(out)
+    }
+
+    /// ε*(x) = (x − α·x̂₀(x))/σ; σ must be > 0.
+    pub fn eps(&self, x: &Tensor, alpha: f64, sigma: f64) -> Result<Tensor, AccelError> {
+        if sigma == 0.0 {
+            return Err(AccelError::EpsAtZeroSigma);
+        }
+        let x0 = self.posterior_mean(x, alpha, sigma)?;
+        let x = self.prepare_queries(x)?;
+        Ok(((x - x0.affine(alpha, 0.0)?)? / sigma)?)
+    }
+
+    fn block_posterior_mean(
+        &self,
+        x: &Tensor,
+        alpha: f64,
+        sigma: f64,
+    ) -> Result<Tensor, AccelError> {
+        let inv_var = 1.0 / (sigma * sigma);
+        // 1/σ² beyond f32's range: only exact maxima keep weight (the σ → 0 limit).
+        let hard = !((inv_var as f32).is_finite());
+        let weights = |diff: &Tensor| -> candle_core::Result<Tensor> {
+            if hard {
+                diff.eq(0f32)?.to_dtype(DType::F32)
+            } else {
+                diff.affine(inv_var, 0.0)?.exp()
+            }
+        };
+        let half_a2_sq = self.sq_norms.affine(0.5 * alpha * alpha, 0.0)?;
+        let b = x.dims()[0];
+        let mut run_max: Option<Tensor> = None;
+        let mut run_sum = Tensor::zeros((b, 1), DType::F32, x.device())?;
+        let mut acc = Tensor::zeros((b, self.dim()), DType::F32, x.device())?;
+        let mut start = 0;
+        while start < self.len() {
+            let len = self.chunk_rows.min(self.len() - start);
+            let y = self.data.narrow(0, start, len)?;
+            let scores = x
+                .matmul(&y.t()?)?
+                .affine(alpha, 0.0)?
+                .broadcast_sub(&half_a2_sq.narrow(1, start, len)?)?;
+            let chunk_max = scores.max_keepdim(D::Minus1)?;
+            let new_max = match &run_max {
+                None => chunk_max,
+                Some(m) => {
+                    let new_max = m.maximum(&chunk_max)?;
+                    let rescale = weights(&(m - &new_max)?)?;
+                    run_sum = (run_sum * &rescale)?;
+                    acc = acc.broadcast_mul(&rescale)?;
+                    new_max
+                }
+            };
+            let w = weights(&scores.broadcast_sub(&new_max)?)?;
+            run_sum = (run_sum + w.sum_keepdim(D::Minus1)?)?;
+            acc = (acc + w.matmul(&y)?)?;
+            run_max = Some(new_max);
+            start += len;
+        }
+        Ok(acc.broadcast_div(&run_sum)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msd_reference::denoiser::{posterior_mean_error_bound, NoiseLevel};
+    use ndarray::{array, Array2};
+    use proptest::prelude::*;
+
+    /// The device the tests run on: CPU, or CUDA when `MSD_TEST_DEVICE=cuda` (in a `cuda` build).
+    fn test_device() -> Device {
+        match std::env::var("MSD_TEST_DEVICE").as_deref() {
+            Ok("cuda") => crate::device(crate::DeviceKind::Cuda(0)).expect("MSD_TEST_DEVICE=cuda"),
+            _ => Device::Cpu,
+        }
+    }
+
+    fn to_tensor(a: &Array2<f64>, dev: &Device) -> Tensor {
+        let v: Vec<f32> = a.iter().map(|&x| x as f32).collect();
+        Tensor::from_vec(v, a.dim(), dev).unwrap()
+    }
+
+    fn to_array(t: &Tensor) -> Array2<f64> {
+        let v = t.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
+        let (r, c) = (v.len(), v.first().map_or(0, |row| row.len()));
+        Array2::from_shape_vec((r, c), v.into_iter().flatten().collect()).unwrap()
+    }
+
+    /// Rounds to f32 and back, so that the reference sees exactly the accel backend's inputs.
+    fn f32_round(a: &Array2<f64>) -> Array2<f64> {
+        a.mapv(|x| x as f32 as f64)
+    }
+
+    fn matrix(rows: usize, cols: usize, range: f64) -> impl Strategy<Value = Array2<f64>> {
+        proptest::collection::vec(-range..range, rows * cols)
+            .prop_map(move |v| f32_round(&Array2::from_shape_vec((rows, cols), v).unwrap()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// f32 accel vs f64 reference on random problems. Tolerance: the a-priori f32 rounding bound of
+        /// `posterior_mean_error_bound` (u = 2⁻²⁴) — score errors of a length-d dot product, amplified by 1/σ²
+        /// through the softmax — plus the reference's own f64 bound. σ ≥ 0.05 keeps the bound informative
+        /// (below ~2 % of the data range); smaller σ is covered by the nearest-point test below.
+        #[test]
+        fn agrees_with_the_reference(
+            (data, x) in (1usize..48, 1usize..9, 1usize..7)
+                .prop_flat_map(|(n, d, b)| (matrix(n, d, 1.0), matrix(b, d, 2.0))),
+            alpha in 0.0..1.0f64,
+            log_sigma in -1.3..0.7f64,
+            chunk in 1usize..20,
+            block in 1usize..5,
+        ) {
+            let dev = test_device();
+            let sigma = 10f64.powf(log_sigma) as f32 as f64;
+            let alpha = alpha as f32 as f64;
+            let lv = NoiseLevel::new(alpha, sigma).unwrap();
+            let reference = msd_reference::OptimalDenoiser::new(data.view()).unwrap();
+            let want_x0 = reference.posterior_mean(x.view(), lv).unwrap();
+            let want_eps = reference.eps(x.view(), lv).unwrap();
+            let accel = OptimalDenoiser::new(&to_tensor(&data, &dev)).unwrap().with_chunks(chunk, block);
+            let xt = to_tensor(&x, &dev);
+            let got_x0 = to_array(&accel.posterior_mean(&xt, alpha, sigma).unwrap());
+            let got_eps = to_array(&accel.eps(&xt, alpha, sigma).unwrap());
+            let b32 = posterior_mean_error_bound(data.view(), x.view(), lv, f32::EPSILON as f64 / 2.0);
+            let b64 = posterior_mean_error_bound(data.view(), x.view(), lv, f64::EPSILON / 2.0);
+            let u = f32::EPSILON as f64 / 2.0;
+            for q in 0..x.nrows() {
+                let tol = b32[q] + b64[q];
+                for j in 0..x.ncols() {
+                    let e0 = (got_x0[[q, j]] - want_x0[[q, j]]).abs();
+                    prop_assert!(e0 <= tol, "x0[{q},{j}] err {e0} > tol {tol}");
+                    // ε = (x − α·x̂₀)/σ: the x̂₀ error times α/σ, plus rounding of the combination.
+                    let tol_eps = alpha * tol / sigma
+                        + 4.0 * u * (x[[q, j]].abs() + alpha * want_x0[[q, j]].abs()) / sigma;
+                    let e1 = (got_eps[[q, j]] - want_eps[[q, j]]).abs();
+                    prop_assert!(e1 <= tol_eps, "eps[{q},{j}] err {e1} > tol {tol_eps}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zero_sigma_collapses_to_the_nearest_point() {
+        let dev = test_device();
+        let data = array![[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]];
+        let x = array![[0.9, 0.2], [0.1, 1.6], [-5.0, -5.0]];
+        let den = OptimalDenoiser::new(&to_tensor(&data, &dev))
+            .unwrap()
+            .with_chunks(2, 2);
+        for sigma in [0.0, 1e-30, 1e-3] {
+            let got = to_array(
+                &den.posterior_mean(&to_tensor(&x, &dev), 1.0, sigma)
+                    .unwrap(),
+            );
+            let want = array![[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]];
+            assert!((got - want).iter().all(|e| e.abs() < 1e-6), "sigma {sigma}");
+        }
+        assert!(matches!(
+            den.eps(&to_tensor(&x, &dev), 1.0, 0.0),
+            Err(AccelError::EpsAtZeroSigma)
+        ));
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let dev = test_device();
+        let nan = to_tensor(&array![[0.0, f64::NAN]], &dev);
+        assert!(matches!(
+            OptimalDenoiser::new(&nan),
+            Err(AccelError::NonFinite(_))
+        ));
+        let inf = to_tensor(&array![[0.0, f64::INFINITY]], &dev);
+        assert!(matches!(
+            OptimalDenoiser::new(&inf),
+            Err(AccelError::NonFinite(_))
+        ));
+        let empty = Tensor::zeros((0, 3), DType::F32, &dev).unwrap();
+        assert!(matches!(
+            OptimalDenoiser::new(&empty),
+            Err(AccelError::Shape(_))
+        ));
+        let den = OptimalDenoiser::new(&to_tensor(&array![[0.0, 1.0]], &dev)).unwrap();
+        let wrong = to_tensor(&array![[0.0, 1.0, 2.0]], &dev);
+        assert!(matches!(
+            den.posterior_mean(&wrong, 1.0, 1.0),
+            Err(AccelError::Shape(_))
+        ));
+        let ok = to_tensor(&array![[0.0, 1.0]], &dev);
+        assert!(matches!(
+            den.posterior_mean(&ok, -1.0, 1.0),
+            Err(AccelError::BadNoiseLevel { .. })
+        ));
+        assert!(matches!(
+            den.posterior_mean(&ok, 0.0, 0.0),
+            Err(AccelError::BadNoiseLevel { .. })
+        ));
+    }
+}

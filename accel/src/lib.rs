@@ -1,0 +1,32 @@
+//! `msd-accel`: the candle backend of `msd` (f32; CPU by default, CUDA with the `cuda` feature).
+//!
+//! Everything here that also exists in `msd-reference` is checked against it by property tests
+//! (the reference is f64 and exact; this crate is the fast path).
+//!
+//! - [`denoiser`]: the Proposition 1 optimal denoiser on tensors.
+//! - [`device`]: choosing the device.
+
+pub mod denoiser;
+pub mod device;
+
+pub use denoiser::OptimalDenoiser;
+pub use device::{device, DeviceKind};
+
+/// Errors of the accel backend.
+#[derive(Debug, thiserror::Error)]
+pub enum AccelError {
+    #[error("{0} contains a non-finite value (NaN or infinity)")]
+    NonFinite(&'static str),
+    #[error("{0}")]
+    Shape(String),
+    #[error("invalid noise level alpha = {alpha}, sigma = {sigma}: both must be finite and >= 0, not both 0")]
+    BadNoiseLevel { alpha: f64, sigma: f64 },
+    #[error("eps* is undefined at sigma = 0 (t = 0): it is (x - alpha*x0)/sigma; ask for the x0 prediction instead")]
+    EpsAtZeroSigma,
+    #[error(
+        "this msd was built without CUDA support: rebuild with `--features cuda` (see README)"
+    )]
+    CudaNotBuilt,
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+}

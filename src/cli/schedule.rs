@@ -1,0 +1,198 @@
+//! `msd schedule`, and the schedule options every subcommand shares.
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::reference::schedule::{
+    vp_time_for_ve_sigma, Edm, Schedule, VeGeometric, VpCosine, VpLinear,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    /// VP, linear beta: log alpha = -(beta_max - beta_min) t^2/4 - beta_min t/2 (DDPM, DPM-Solver).
+    VpLinear,
+    /// VP, cosine (Nichol & Dhariwal, s = 0.008): alpha(1) = 0.
+    VpCosine,
+    /// VE geometric: alpha = 1, sigma(t) = sigma_min (sigma_max/sigma_min)^t.
+    Ve,
+    /// EDM: alpha = 1, the time variable is sigma itself.
+    Edm,
+}
+
+/// Schedule parameters shared by the subcommands; each applies to the schedules named in its help.
+#[derive(Debug, Clone, Args)]
+pub struct ScheduleParams {
+    /// beta_min of vp-linear.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.1)]
+    pub beta_min: f64,
+    /// beta_max of vp-linear.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 20.0)]
+    pub beta_max: f64,
+    /// Offset s of vp-cosine.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.008)]
+    pub cosine_s: f64,
+    /// sigma_min of ve (default 0.01) or edm (default 0.002).
+    #[arg(long, allow_negative_numbers = true)]
+    pub sigma_min: Option<f64>,
+    /// sigma_max of ve (default 50) or edm (default 80).
+    #[arg(long, allow_negative_numbers = true)]
+    pub sigma_max: Option<f64>,
+    /// rho of edm's Karras grid.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 7.0)]
+    pub rho: f64,
+}
+
+impl ScheduleParams {
+    pub fn vp_linear(&self) -> anyhow::Result<VpLinear> {
+        VpLinear::new(self.beta_min, self.beta_max).context("--beta-min/--beta-max")
+    }
+
+    /// Builds the schedule of `kind` from these parameters.
+    pub fn build(&self, kind: ScheduleKind) -> anyhow::Result<Box<dyn Schedule>> {
+        Ok(match kind {
+            ScheduleKind::VpLinear => Box::new(self.vp_linear()?),
+            ScheduleKind::VpCosine => Box::new(VpCosine::new(self.cosine_s).context("--cosine-s")?),
+            ScheduleKind::Ve => {
+                let d = VeGeometric::default();
+                Box::new(
+                    VeGeometric::new(
+                        self.sigma_min.unwrap_or(d.sigma_min),
+                        self.sigma_max.unwrap_or(d.sigma_max),
+                    )
+                    .context("--sigma-min/--sigma-max")?,
+                )
+            }
+            ScheduleKind::Edm => {
+                let d = Edm::default();
+                Box::new(
+                    Edm::new(
+                        self.sigma_min.unwrap_or(d.sigma_min),
+                        self.sigma_max.unwrap_or(d.sigma_max),
+                        self.rho,
+                    )
+                    .context("--sigma-min/--sigma-max/--rho")?,
+                )
+            }
+        })
+    }
+}
+
+/// Arguments of `msd schedule`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Example: msd schedule --schedule vp-linear --t 0.4420 --json  (ve_sigma = 2.5103)"
+)]
+pub struct ScheduleArgs {
+    /// Which schedule.
+    #[arg(long, value_enum, default_value_t = ScheduleKind::VpLinear)]
+    pub schedule: ScheduleKind,
+    /// Time t in the schedule's domain ([0, 1] for vp-linear, vp-cosine and ve).
+    #[arg(long, conflicts_with = "sigma", allow_negative_numbers = true)]
+    pub t: Option<f64>,
+    /// Noise level sigma (ve and edm; for ve it is converted to its time t).
+    #[arg(long, allow_negative_numbers = true)]
+    pub sigma: Option<f64>,
+    #[command(flatten)]
+    pub params: ScheduleParams,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Everything `msd schedule` reports at one time.
+#[derive(Debug, Serialize)]
+pub struct ScheduleReport {
+    pub schedule: ScheduleKind,
+    pub t: f64,
+    pub alpha: f64,
+    pub sigma: f64,
+    pub lambda: f64,
+    /// The paper's s_t (= alpha).
+    pub s: f64,
+    /// The paper's sigma~_t (= sigma/alpha).
+    pub sigma_tilde: f64,
+    pub snr: f64,
+    /// sigma of the VE/EDM process with the same SNR (the paper's footnote 3).
+    pub ve_sigma: f64,
+    /// Time of the vp-linear schedule (with --beta-min/--beta-max) with the same SNR.
+    pub vp_linear_t: Option<f64>,
+}
+
+/// The time at which to evaluate: --t, or --sigma mapped to the schedule's time.
+fn resolve_time(args: &ScheduleArgs, sched: &dyn Schedule) -> anyhow::Result<f64> {
+    match (args.t, args.sigma, args.schedule) {
+        (Some(t), None, ScheduleKind::Edm) => {
+            bail!("--t {t}: edm's time variable is sigma itself; pass --sigma instead")
+        }
+        (Some(t), None, _) => Ok(sched.check_time(t).context("--t")?),
+        (None, Some(sigma), ScheduleKind::Ve | ScheduleKind::Edm) => {
+            if !(sigma.is_finite() && sigma > 0.0) {
+                bail!("--sigma {sigma}: must be finite and > 0");
+            }
+            Ok(sched.lambda_inv(-sigma.ln()).context("--sigma")?)
+        }
+        (None, Some(_), kind) => bail!(
+            "--sigma applies to ve and edm only; {} needs --t",
+            kind.to_possible_value()
+                .expect("no skipped variants")
+                .get_name()
+        ),
+        (None, None, _) => bail!("give the time with --t (or --sigma for ve/edm)"),
+        (Some(_), Some(_), _) => unreachable!("clap rejects --t with --sigma"),
+    }
+}
+
+pub fn report(args: &ScheduleArgs) -> anyhow::Result<ScheduleReport> {
+    let sched = args.params.build(args.schedule)?;
+    let t = resolve_time(args, sched.as_ref())?;
+    let (s, sigma_tilde) = sched.paper_pair(t);
+    let ve_sigma = sched.ve_equivalent_sigma(t);
+    // The VP-linear twin exists for every level the VP-linear schedule reaches; report none otherwise.
+    let vp_linear_t = if ve_sigma > 0.0 && ve_sigma.is_finite() {
+        vp_time_for_ve_sigma(&args.params.vp_linear()?, ve_sigma).ok()
+    } else {
+        None
+    };
+    Ok(ScheduleReport {
+        schedule: args.schedule,
+        t,
+        alpha: sched.alpha(t),
+        sigma: sched.sigma(t),
+        lambda: sched.lambda(t),
+        s,
+        sigma_tilde,
+        snr: sched.snr(t),
+        ve_sigma,
+        vp_linear_t,
+    })
+}
+
+pub fn run(args: &ScheduleArgs) -> anyhow::Result<()> {
+    let r = report(args)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let rows = [
+        ("t", r.t),
+        ("alpha (= s)", r.alpha),
+        ("sigma", r.sigma),
+        ("lambda = log(alpha/sigma)", r.lambda),
+        ("sigma~ = sigma/alpha", r.sigma_tilde),
+        ("snr = alpha^2/sigma^2", r.snr),
+        ("VE-equivalent sigma", r.ve_sigma),
+    ];
+    println!(
+        "schedule {}",
+        serde_json::to_string(&r.schedule)?.trim_matches('"')
+    );
+    for (name, v) in rows {
+        println!("  {name:<28} {v}");
+    }
+    if let Some(t) = r.vp_linear_t {
+        println!("  {:<28} {t}", "vp-linear time, same SNR");
+    }
+    Ok(())
+}

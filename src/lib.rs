@@ -1,0 +1,17 @@
+//! `msd`: multistage diffusion models (Zhang et al., CVPR 2024) — library facade and CLI.
+//!
+//! - [`reference`]: exact f64 math on ndarray (the truth).
+//! - [`accel`]: the candle backend (f32, CPU or CUDA).
+//! - [`npy`]: `.npy` I/O with clear errors.
+//! - [`bridge`]: moving arrays between the two backends.
+//! - [`cli`]: the `msd` command line.
+
+// See reference/src/lib.rs: every artifact must link OpenBLAS.
+use ndarray_linalg as _;
+
+pub use msd_accel as accel;
+pub use msd_reference as reference;
+
+pub mod bridge;
+pub mod cli;
+pub mod npy;
