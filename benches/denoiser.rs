@@ -3,7 +3,8 @@
 //!
 //! Throughput is reported in "elements"/s where one element is one floating-point operation, so criterion's
 //! `Gelem/s` reads as GFLOP/s. The denoiser does two GEMMs of 2·B·N·d each: 4·B·N·d flops; a lone GEMM of
-//! the distance shape is 2·B·N·d. Sizes: MSD_BENCH_N (60000), MSD_BENCH_D (784), MSD_BENCH_B (1000).
+//! the distance shape is 2·B·N·d. Sizes: MSD_BENCH_N (60000), MSD_BENCH_D (784), MSD_BENCH_B (1000);
+//! MSD_BENCH_SECONDS (10) is the measurement time of each row.
 //!
 //!     cargo bench --bench denoiser
 //!     MSD_BENCH_N=6000 cargo bench --bench denoiser     # a quicker look
@@ -38,10 +39,12 @@ fn problem(n: usize, d: usize, b: usize) -> (Array2<f64>, Array2<f64>, NoiseLeve
 }
 
 fn bench(c: &mut Criterion) {
+    // `cargo test --all-targets` runs each benchmark once as a smoke test: keep that small.
+    let full = std::env::args().any(|a| a == "--bench");
     let (n, d, b) = (
-        env_usize("MSD_BENCH_N", 60_000),
-        env_usize("MSD_BENCH_D", 784),
-        env_usize("MSD_BENCH_B", 1_000),
+        env_usize("MSD_BENCH_N", if full { 60_000 } else { 2_000 }),
+        env_usize("MSD_BENCH_D", if full { 784 } else { 64 }),
+        env_usize("MSD_BENCH_B", if full { 1_000 } else { 100 }),
     );
     let (data, x, level) = problem(n, d, b);
     let gemm_flops = 2 * b as u64 * n as u64 * d as u64;
@@ -49,7 +52,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("denoiser");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(10));
+        .measurement_time(Duration::from_secs(env_usize("MSD_BENCH_SECONDS", 10) as u64));
 
     // The machine's own GEMM rates for the distance GEMM's shape (B × d)·(d × N).
     g.throughput(Throughput::Elements(gemm_flops));
