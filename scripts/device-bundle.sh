@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(bash ../shared/cuda/setup-toolchain.sh)"
 export CARGO_TARGET_DIR=target-cuda
-cargo test -p msd-accel --features cuda --release --no-run 2>&1 | tail -1
-cargo bench --features cuda --no-run 2>&1 | tail -1
-cargo build --release --features cuda --bin msd 2>&1 | tail -1
+# One cargo invocation: separate ones unify build-dependency features differently and rebuild candle's
+# CUDA kernels (~10 minutes on 2 cores) each time.
+cargo test --release --no-run --workspace --all-targets --features msd/cuda 2>&1 | tail -1
 newest() { ls -t $1 | grep -v '\.d$' | head -n1; }
 rm -rf .device && mkdir -p .device/stage/lib
 cp "$(newest 'target-cuda/release/deps/msd_accel-*')" .device/stage/accel-tests

@@ -96,7 +96,7 @@ pub struct ScheduleArgs {
     pub sigma: Option<f64>,
     #[command(flatten)]
     pub params: ScheduleParams,
-    /// Print one JSON object instead of a table.
+    /// Print one JSON object instead of a table (infinite values, e.g. lambda at t = 0, print as null).
     #[arg(long)]
     pub json: bool,
 }
@@ -130,6 +130,10 @@ fn resolve_time(args: &ScheduleArgs, sched: &dyn Schedule) -> anyhow::Result<f64
         (None, Some(sigma), ScheduleKind::Ve | ScheduleKind::Edm) => {
             if !(sigma.is_finite() && sigma > 0.0) {
                 bail!("--sigma {sigma}: must be finite and > 0");
+            }
+            if args.schedule == ScheduleKind::Edm {
+                // EDM's time is σ itself: no round trip through λ.
+                return Ok(sched.check_time(sigma).context("--sigma")?);
             }
             Ok(sched.lambda_inv(-sigma.ln()).context("--sigma")?)
         }
