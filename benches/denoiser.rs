@@ -52,7 +52,9 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("denoiser");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(env_usize("MSD_BENCH_SECONDS", 10) as u64));
+        .measurement_time(Duration::from_secs(
+            env_usize("MSD_BENCH_SECONDS", 10) as u64
+        ));
 
     // The machine's own GEMM rates for the distance GEMM's shape (B × d)·(d × N).
     g.throughput(Throughput::Elements(gemm_flops));
@@ -86,12 +88,17 @@ fn bench(c: &mut Criterion) {
         let ytt = yt.t().unwrap();
         g.bench_function(
             BenchmarkId::new(format!("candle_matmul_{name}"), &id),
-            |bch| bch.iter(|| sync(xt.matmul(&ytt).unwrap())),
+            |bch| bch.iter(|| sync(xt.matmul(&ytt).unwrap(), &dev)),
         );
         g.throughput(Throughput::Elements(2 * gemm_flops));
         let den = accel::OptimalDenoiser::new(&yt).unwrap();
         g.bench_function(BenchmarkId::new(format!("accel_f32_{name}"), &id), |bch| {
-            bch.iter(|| sync(den.posterior_mean(&xt, level.alpha, level.sigma).unwrap(), &dev))
+            bch.iter(|| {
+                sync(
+                    den.posterior_mean(&xt, level.alpha, level.sigma).unwrap(),
+                    &dev,
+                )
+            })
         });
     }
     g.finish();
