@@ -7,6 +7,7 @@
 //! indicator (the t → 0 limit: the nearest point).
 
 use candle_core::{DType, Device, Tensor, D};
+use rayon::prelude::*;
 
 use crate::AccelError;
 
@@ -18,6 +19,9 @@ pub struct OptimalDenoiser {
     sq_norms: Tensor,
     chunk_rows: usize,
     query_block: usize,
+    /// On a CPU, run the softmax update as one fused row-parallel pass (true), or with tensor operations
+    /// as on a GPU (false; lets CPU tests cover the GPU code path).
+    fused_cpu: bool,
 }
 
 /// Returns an error if `t` (any float dtype) holds a NaN or an infinity.
@@ -48,7 +52,7 @@ impl OptimalDenoiser {
     /// Chunk sizes: 512 × 2048 f32 scores (4 MiB) on a CPU; the GPU wants far larger GEMMs.
     pub fn default_chunks(device: &Device) -> (usize, usize) {
         if device.is_cpu() {
-            (2048, 512)
+            (1024, 1024)
         } else {
             (16384, 4096)
         }
@@ -76,6 +80,7 @@ impl OptimalDenoiser {
             sq_norms,
             chunk_rows,
             query_block,
+            fused_cpu: true,
         })
     }
 
@@ -83,6 +88,12 @@ impl OptimalDenoiser {
     pub fn with_chunks(mut self, chunk_rows: usize, query_block: usize) -> Self {
         self.chunk_rows = chunk_rows.max(1);
         self.query_block = query_block.max(1);
+        self
+    }
+
+    /// Uses tensor operations for the softmax update on every device (the GPU code path), also on a CPU.
+    pub fn with_tensor_ops_only(mut self) -> Self {
+        self.fused_cpu = false;
         self
     }
 
@@ -153,47 +164,188 @@ impl OptimalDenoiser {
         alpha: f64,
         sigma: f64,
     ) -> Result<Tensor, AccelError> {
-        let inv_var = 1.0 / (sigma * sigma);
-        // 1/σ² beyond f32's range: only exact maxima keep weight (the σ → 0 limit).
-        let hard = !((inv_var as f32).is_finite());
-        let weights = |diff: &Tensor| -> candle_core::Result<Tensor> {
-            if hard {
-                diff.eq(0f32)?.to_dtype(DType::F32)
-            } else {
-                diff.affine(inv_var, 0.0)?.exp()
-            }
-        };
         let half_a2_sq = self.sq_norms.affine(0.5 * alpha * alpha, 0.0)?;
         let b = x.dims()[0];
-        let mut run_max: Option<Tensor> = None;
-        let mut run_sum = Tensor::zeros((b, 1), DType::F32, x.device())?;
+        let mut softmax = if x.device().is_cpu() && self.fused_cpu {
+            let offsets = half_a2_sq.flatten_all()?.to_vec1::<f32>()?;
+            Softmax::host(b, alpha, sigma, offsets)
+        } else {
+            Softmax::device(b, alpha, sigma, half_a2_sq, x.device())?
+        };
         let mut acc = Tensor::zeros((b, self.dim()), DType::F32, x.device())?;
         let mut start = 0;
         while start < self.len() {
             let len = self.chunk_rows.min(self.len() - start);
             let y = self.data.narrow(0, start, len)?;
-            let scores = x
-                .matmul(&y.t()?)?
-                .affine(alpha, 0.0)?
-                .broadcast_sub(&half_a2_sq.narrow(1, start, len)?)?;
-            let chunk_max = scores.max_keepdim(D::Minus1)?;
-            let new_max = match &run_max {
-                None => chunk_max,
-                Some(m) => {
-                    let new_max = m.maximum(&chunk_max)?;
-                    let rescale = weights(&(m - &new_max)?)?;
-                    run_sum = (run_sum * &rescale)?;
-                    acc = acc.broadcast_mul(&rescale)?;
-                    new_max
-                }
-            };
-            let w = weights(&scores.broadcast_sub(&new_max)?)?;
-            run_sum = (run_sum + w.sum_keepdim(D::Minus1)?)?;
+            let (w, rescale) = softmax.update(x.matmul(&y.t()?)?, start)?;
+            if let Some(r) = rescale {
+                acc = acc.broadcast_mul(&r)?;
+            }
             acc = (acc + w.matmul(&y)?)?;
-            run_max = Some(new_max);
             start += len;
         }
-        Ok(acc.broadcast_div(&run_sum)?)
+        softmax.normalise(&acc)
+    }
+}
+
+/// Streaming softmax state of one query block: per query, the running maximum score and the running sum of
+/// weights under that maximum. `update` turns a chunk's inner products ⟨x, y⟩ into weights
+/// e^{(r − max)/σ²} with r = α⟨x, y⟩ − ½α²‖y‖², and says by how much to rescale what was accumulated before.
+enum Softmax {
+    /// CPU: one fused, row-parallel pass over the chunk (candle's CPU element-wise ops are single-threaded
+    /// and would take seven passes).
+    Host {
+        alpha: f32,
+        /// 1/σ², +∞ in f32 when σ → 0: then only exact maxima keep weight.
+        inv_var: f32,
+        /// ½α²‖y_i‖² for every data row.
+        offsets: Vec<f32>,
+        max: Vec<f32>,
+        sum: Vec<f32>,
+    },
+    /// Any device: tensor operations.
+    Device {
+        alpha: f64,
+        inv_var: f64,
+        hard: bool,
+        offsets: Tensor,
+        max: Option<Tensor>,
+        sum: Tensor,
+    },
+}
+
+/// e^{diff/σ²} for diff = r − max ≤ 0, with e^0 = 1 exactly, also when 1/σ² is infinite.
+#[inline]
+fn host_weight(diff: f32, inv_var: f32) -> f32 {
+    if diff == 0.0 {
+        1.0
+    } else {
+        (diff * inv_var).exp()
+    }
+}
+
+impl Softmax {
+    fn host(b: usize, alpha: f64, sigma: f64, offsets: Vec<f32>) -> Self {
+        Softmax::Host {
+            alpha: alpha as f32,
+            inv_var: (1.0 / (sigma * sigma)) as f32,
+            offsets,
+            max: vec![f32::NEG_INFINITY; b],
+            sum: vec![0.0; b],
+        }
+    }
+
+    fn device(
+        b: usize,
+        alpha: f64,
+        sigma: f64,
+        offsets: Tensor,
+        dev: &Device,
+    ) -> candle_core::Result<Self> {
+        let inv_var = 1.0 / (sigma * sigma);
+        Ok(Softmax::Device {
+            alpha,
+            inv_var,
+            hard: !((inv_var as f32).is_finite()),
+            offsets,
+            max: None,
+            sum: Tensor::zeros((b, 1), DType::F32, dev)?,
+        })
+    }
+
+    /// Consumes the inner products of the block with data rows [start, start + len); returns the chunk's
+    /// weights (B × len) and, after the first chunk, the factor (B × 1) to rescale earlier accumulations by.
+    fn update(
+        &mut self,
+        dots: Tensor,
+        start: usize,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        let (b, len) = dots.dims2()?;
+        match self {
+            Softmax::Host {
+                alpha,
+                inv_var,
+                offsets,
+                max,
+                sum,
+            } => {
+                let (alpha, inv_var) = (*alpha, *inv_var);
+                let offsets = &offsets[start..start + len];
+                let mut buf = dots.flatten_all()?.to_vec1::<f32>()?;
+                let mut rescale = vec![1f32; b];
+                buf.par_chunks_mut(len)
+                    .zip(max.par_iter_mut())
+                    .zip(sum.par_iter_mut())
+                    .zip(rescale.par_iter_mut())
+                    .for_each(|(((row, m), s), r)| {
+                        let mut chunk_max = f32::NEG_INFINITY;
+                        for (v, &o) in row.iter_mut().zip(offsets) {
+                            *v = alpha * *v - o;
+                            chunk_max = chunk_max.max(*v);
+                        }
+                        let new_max = m.max(chunk_max);
+                        *r = host_weight(*m - new_max, inv_var);
+                        let mut chunk_sum = 0.0;
+                        for v in row.iter_mut() {
+                            *v = host_weight(*v - new_max, inv_var);
+                            chunk_sum += *v;
+                        }
+                        *s = *s * *r + chunk_sum;
+                        *m = new_max;
+                    });
+                let dev = dots.device();
+                let first = start == 0;
+                Ok((
+                    Tensor::from_vec(buf, (b, len), dev)?,
+                    (!first)
+                        .then(|| Tensor::from_vec(rescale, (b, 1), dev))
+                        .transpose()?,
+                ))
+            }
+            Softmax::Device {
+                alpha,
+                inv_var,
+                hard,
+                offsets,
+                max,
+                sum,
+            } => {
+                let (inv_var, hard) = (*inv_var, *hard);
+                let weights = |diff: &Tensor| -> candle_core::Result<Tensor> {
+                    if hard {
+                        diff.eq(0f32)?.to_dtype(DType::F32)
+                    } else {
+                        diff.affine(inv_var, 0.0)?.exp()
+                    }
+                };
+                let scores = dots
+                    .affine(*alpha, 0.0)?
+                    .broadcast_sub(&offsets.narrow(1, start, len)?)?;
+                let chunk_max = scores.max_keepdim(D::Minus1)?;
+                let (new_max, rescale) = match max.take() {
+                    None => (chunk_max, None),
+                    Some(m) => {
+                        let new_max = m.maximum(&chunk_max)?;
+                        let r = weights(&(m - &new_max)?)?;
+                        *sum = (&*sum * &r)?;
+                        (new_max, Some(r))
+                    }
+                };
+                let w = weights(&scores.broadcast_sub(&new_max)?)?;
+                *sum = (&*sum + w.sum_keepdim(D::Minus1)?)?;
+                *max = Some(new_max);
+                Ok((w, rescale))
+            }
+        }
+    }
+
+    /// acc / (sum of weights), row-wise. Every sum is ≥ 1 (the maximum's own weight).
+    fn normalise(&self, acc: &Tensor) -> Result<Tensor, AccelError> {
+        let sum = match self {
+            Softmax::Host { sum, .. } => Tensor::from_slice(sum, (sum.len(), 1), acc.device())?,
+            Softmax::Device { sum, .. } => sum.clone(),
+        };
+        Ok(acc.broadcast_div(&sum)?)
     }
 }
 
@@ -247,6 +399,7 @@ mod tests {
             log_sigma in -1.3..0.7f64,
             chunk in 1usize..20,
             block in 1usize..5,
+            tensor_ops_only: bool,
         ) {
             let dev = test_device();
             let sigma = 10f64.powf(log_sigma) as f32 as f64;
@@ -255,7 +408,10 @@ mod tests {
             let reference = msd_reference::OptimalDenoiser::new(data.view()).unwrap();
             let want_x0 = reference.posterior_mean(x.view(), lv).unwrap();
             let want_eps = reference.eps(x.view(), lv).unwrap();
-            let accel = OptimalDenoiser::new(&to_tensor(&data, &dev)).unwrap().with_chunks(chunk, block);
+            let mut accel = OptimalDenoiser::new(&to_tensor(&data, &dev)).unwrap().with_chunks(chunk, block);
+            if tensor_ops_only {
+                accel = accel.with_tensor_ops_only();
+            }
             let xt = to_tensor(&x, &dev);
             let got_x0 = to_array(&accel.posterior_mean(&xt, alpha, sigma).unwrap());
             let got_eps = to_array(&accel.eps(&xt, alpha, sigma).unwrap());
