@@ -133,7 +133,7 @@ fn resolve_time(args: &ScheduleArgs, sched: &dyn Schedule) -> anyhow::Result<f64
             }
             if args.schedule == ScheduleKind::Edm {
                 // EDM's time is σ itself: no round trip through λ.
-                return Ok(sched.check_time(sigma).context("--sigma")?);
+                return sched.check_time(sigma).context("--sigma");
             }
             Ok(sched.lambda_inv(-sigma.ln()).context("--sigma")?)
         }
