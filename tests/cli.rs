@@ -195,38 +195,21 @@ fn bad_input_gets_one_clear_line() {
     let wide = write(d, "wide.npy", &array![[0.0, 1.0, 2.0]]);
     assert_clean_error(&run(&data, &wide, &vp), "dimension 3");
 
-    assert_clean_error(
-        &run(&data, &x, &["--schedule", "vp-linear", "--t", "1.5"]),
-        "--t 1.5",
-    );
-    assert_clean_error(
-        &run(&data, &x, &["--schedule", "vp-linear", "--t", "-0.1"]),
-        "outside",
-    );
-    assert_clean_error(
-        &run(&data, &x, &["--schedule", "edm", "--sigma", "0"]),
-        "--sigma 0",
-    );
-    assert_clean_error(
-        &run(&data, &x, &["--schedule", "ve", "--sigma", "-2"]),
-        "--sigma -2",
-    );
-    assert_clean_error(
-        &run(&data, &x, &["--schedule", "vp-linear", "--t", "0"]),
-        "--predict x0",
-    );
-    assert_clean_error(
-        &run(&data, &x, &["--schedule", "vp-linear", "--sigma", "1"]),
-        "--t",
-    );
-    assert_clean_error(
-        &run(
-            &data,
-            &x,
+    let bad_levels: [(&[&str], &str); 7] = [
+        (&["--schedule", "vp-linear", "--t", "1.5"], "--t 1.5"),
+        (&["--schedule", "vp-linear", "--t", "-0.1"], "outside"),
+        (&["--schedule", "edm", "--sigma", "0"], "--sigma 0"),
+        (&["--schedule", "ve", "--sigma", "-2"], "--sigma -2"),
+        (&["--schedule", "vp-linear", "--t", "0"], "--predict x0"),
+        (&["--schedule", "vp-linear", "--sigma", "1"], "--t"),
+        (
             &["--schedule", "vp-linear", "--t", "0.5", "--beta-max", "-1"],
+            "beta_max",
         ),
-        "beta_max",
-    );
+    ];
+    for (args, needle) in bad_levels {
+        assert_clean_error(&run(&data, &x, args), needle);
+    }
     assert_clean_error(&run(&d.join("missing.npy"), &x, &vp), "missing.npy");
     assert!(!out.exists(), "no output may be written on error");
 
