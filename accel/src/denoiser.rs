@@ -134,13 +134,45 @@ impl OptimalDenoiser {
     /// The posterior mean x̂₀(x) for each row of x (B × d); returns B × d f32 on the dataset's device.
     pub fn posterior_mean(&self, x: &Tensor, alpha: f64, sigma: f64) -> Result<Tensor, AccelError> {
         check_level(alpha, sigma)?;
+        self.checked_posterior_mean(&self.prepare_queries(x)?, alpha, sigma)
+    }
+
+    /// ε*(x) = (x − α·x̂₀(x))/σ; σ must be > 0.
+    pub fn eps(&self, x: &Tensor, alpha: f64, sigma: f64) -> Result<Tensor, AccelError> {
+        check_level(alpha, sigma)?;
+        if sigma == 0.0 {
+            return Err(AccelError::EpsAtZeroSigma);
+        }
         let x = self.prepare_queries(x)?;
+        let x0 = self.checked_posterior_mean(&x, alpha, sigma)?;
+        Ok(((x - x0.affine(alpha, 0.0)?)? / sigma)?)
+    }
+
+    /// x̂₀ for queries and a noise level already checked, block by block.
+    fn checked_posterior_mean(
+        &self,
+        x: &Tensor,
+        alpha: f64,
+        sigma: f64,
+    ) -> Result<Tensor, AccelError> {
+        // ½α²‖y_i‖², once for all blocks (on the host too, for the fused CPU update).
+        let offsets = self.sq_norms.affine(0.5 * alpha * alpha, 0.0)?;
+        let host_offsets = if x.device().is_cpu() && self.fused_cpu {
+            Some(offsets.flatten_all()?.to_vec1::<f32>()?)
+        } else {
+            None
+        };
         let b = x.dims()[0];
         let mut blocks = Vec::with_capacity(b.div_ceil(self.query_block));
         let mut start = 0;
         while start < b {
             let len = self.query_block.min(b - start);
-            blocks.push(self.block_posterior_mean(&x.narrow(0, start, len)?, alpha, sigma)?);
+            let block = x.narrow(0, start, len)?;
+            let softmax = match &host_offsets {
+                Some(host) => Softmax::host(len, alpha, sigma, host),
+                None => Softmax::device(len, alpha, sigma, &offsets, x.device())?,
+            };
+            blocks.push(self.block_posterior_mean(&block, softmax)?);
             start += len;
         }
         let out = Tensor::cat(&blocks, 0)?;
@@ -148,31 +180,9 @@ impl OptimalDenoiser {
         Ok(out)
     }
 
-    /// ε*(x) = (x − α·x̂₀(x))/σ; σ must be > 0.
-    pub fn eps(&self, x: &Tensor, alpha: f64, sigma: f64) -> Result<Tensor, AccelError> {
-        if sigma == 0.0 {
-            return Err(AccelError::EpsAtZeroSigma);
-        }
-        let x0 = self.posterior_mean(x, alpha, sigma)?;
-        let x = self.prepare_queries(x)?;
-        Ok(((x - x0.affine(alpha, 0.0)?)? / sigma)?)
-    }
-
-    fn block_posterior_mean(
-        &self,
-        x: &Tensor,
-        alpha: f64,
-        sigma: f64,
-    ) -> Result<Tensor, AccelError> {
-        let half_a2_sq = self.sq_norms.affine(0.5 * alpha * alpha, 0.0)?;
-        let b = x.dims()[0];
-        let mut softmax = if x.device().is_cpu() && self.fused_cpu {
-            let offsets = half_a2_sq.flatten_all()?.to_vec1::<f32>()?;
-            Softmax::host(b, alpha, sigma, offsets)
-        } else {
-            Softmax::device(b, alpha, sigma, half_a2_sq, x.device())?
-        };
-        let mut acc = Tensor::zeros((b, self.dim()), DType::F32, x.device())?;
+    /// One query block: stream over data chunks, rescaling the running Σ w_i y_i as the maximum moves.
+    fn block_posterior_mean(&self, x: &Tensor, mut softmax: Softmax) -> Result<Tensor, AccelError> {
+        let mut acc = Tensor::zeros((x.dims()[0], self.dim()), DType::F32, x.device())?;
         let mut start = 0;
         while start < self.len() {
             let len = self.chunk_rows.min(self.len() - start);
@@ -191,7 +201,7 @@ impl OptimalDenoiser {
 /// Streaming softmax state of one query block: per query, the running maximum score and the running sum of
 /// weights under that maximum. `update` turns a chunk's inner products ⟨x, y⟩ into weights
 /// e^{(r − max)/σ²} with r = α⟨x, y⟩ − ½α²‖y‖², and says by how much to rescale what was accumulated before.
-enum Softmax {
+enum Softmax<'a> {
     /// CPU: one fused, row-parallel pass over the chunk (candle's CPU element-wise ops are single-threaded
     /// and would take seven passes).
     Host {
@@ -199,7 +209,7 @@ enum Softmax {
         /// 1/σ², +∞ in f32 when σ → 0: then only exact maxima keep weight.
         inv_var: f32,
         /// ½α²‖y_i‖² for every data row.
-        offsets: Vec<f32>,
+        offsets: &'a [f32],
         max: Vec<f32>,
         sum: Vec<f32>,
     },
@@ -208,7 +218,8 @@ enum Softmax {
         alpha: f64,
         inv_var: f64,
         hard: bool,
-        offsets: Tensor,
+        /// ½α²‖y_i‖², shape (1, N).
+        offsets: &'a Tensor,
         max: Option<Tensor>,
         sum: Tensor,
     },
@@ -224,8 +235,8 @@ fn host_weight(diff: f32, inv_var: f32) -> f32 {
     }
 }
 
-impl Softmax {
-    fn host(b: usize, alpha: f64, sigma: f64, offsets: Vec<f32>) -> Self {
+impl<'a> Softmax<'a> {
+    fn host(b: usize, alpha: f64, sigma: f64, offsets: &'a [f32]) -> Self {
         Softmax::Host {
             alpha: alpha as f32,
             inv_var: (1.0 / (sigma * sigma)) as f32,
@@ -239,7 +250,7 @@ impl Softmax {
         b: usize,
         alpha: f64,
         sigma: f64,
-        offsets: Tensor,
+        offsets: &'a Tensor,
         dev: &Device,
     ) -> candle_core::Result<Self> {
         let inv_var = 1.0 / (sigma * sigma);
