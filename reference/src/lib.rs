@@ -6,12 +6,14 @@
 //! - [`schedule`]: noise schedules (VP linear, VP cosine, VE geometric, EDM), λ and its inverse, the paper's
 //!   (s_t, σ̃_t) pair and the VP↔VE SNR-equivalent σ.
 //! - [`denoiser`]: the Proposition 1 optimal denoiser of an empirical dataset.
+//! - [`frechet`]: the Fréchet (FID) distance of two Gaussians and running feature statistics.
 
 // ndarray-linalg switches on ndarray's `blas` feature for the whole build, so every artifact must link
 // OpenBLAS: this keeps the link in the rlib.
 use ndarray_linalg as _;
 
 pub mod denoiser;
+pub mod frechet;
 pub mod schedule;
 
 pub use denoiser::{DenoiserError, NoiseLevel, OptimalDenoiser, Prediction};
