@@ -361,7 +361,12 @@ mod tests {
                 let max_d2 = data
                     .rows()
                     .into_iter()
-                    .map(|y| xr.iter().zip(y).map(|(a, b)| (a - lv.alpha * b).powi(2)).sum::<f64>())
+                    .map(|y| {
+                        xr.iter()
+                            .zip(y)
+                            .map(|(a, b)| (a - lv.alpha * b).powi(2))
+                            .sum::<f64>()
+                    })
                     .fold(0.0, f64::max);
                 let delta = 2.0 * gamma * max_d2 / (2.0 * lv.sigma * lv.sigma);
                 ((2.0 * delta).exp_m1() + (data.nrows() + 8) as f64 * u) * y_abs

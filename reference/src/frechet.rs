@@ -8,7 +8,8 @@
 //! negative value can only be round-off of a true 0 and is clamped as well.
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
-use ndarray_linalg::{EigValsh, Eigh, UPLO};
+
+use crate::symeig::symmetric_eigen;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -67,18 +68,14 @@ pub fn frechet_distance(
             got: vec![mu2.len()],
         });
     }
-    let linalg = |e: ndarray_linalg::error::LinalgError| FrechetError::Linalg(e.to_string());
     let (s1, s2) = (symmetrised(sigma1), symmetrised(sigma2));
-    let (vals, vecs) = s1.eigh(UPLO::Lower).map_err(linalg)?;
+    let (vals, vecs) = symmetric_eigen(s1.view(), true).map_err(FrechetError::Linalg)?;
+    let vecs = vecs.expect("eigenvectors were asked for");
     let root_vals = vals.mapv(|v| v.max(0.0).sqrt());
     let sqrt_s1 = (&vecs * &root_vals.insert_axis(Axis(0))).dot(&vecs.t());
     let m = symmetrised(sqrt_s1.dot(&s2).dot(&sqrt_s1).view());
-    let tr_sqrt: f64 = m
-        .eigvalsh(UPLO::Lower)
-        .map_err(linalg)?
-        .iter()
-        .map(|v| v.max(0.0).sqrt())
-        .sum();
+    let (m_vals, _) = symmetric_eigen(m.view(), false).map_err(FrechetError::Linalg)?;
+    let tr_sqrt: f64 = m_vals.iter().map(|v| v.max(0.0).sqrt()).sum();
     let diff = &mu1 - &mu2;
     let d2 = diff.dot(&diff) + s1.diag().sum() + s2.diag().sum() - 2.0 * tr_sqrt;
     Ok(d2.max(0.0))

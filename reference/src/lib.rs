@@ -6,6 +6,7 @@
 //! - [`schedule`]: noise schedules (VP linear, VP cosine, VE geometric, EDM), λ and its inverse, the paper's
 //!   (s_t, σ̃_t) pair and the VP↔VE SNR-equivalent σ.
 //! - [`denoiser`]: the Proposition 1 optimal denoiser of an empirical dataset.
+//! - [`symeig`]: symmetric eigen-decomposition through LAPACK's dsyevd.
 //! - [`frechet`]: the Fréchet (FID) distance of two Gaussians and running feature statistics.
 
 // ndarray-linalg switches on ndarray's `blas` feature for the whole build, so every artifact must link
@@ -15,6 +16,7 @@ use ndarray_linalg as _;
 pub mod denoiser;
 pub mod frechet;
 pub mod schedule;
+pub mod symeig;
 
 pub use denoiser::{DenoiserError, NoiseLevel, OptimalDenoiser, Prediction};
 pub use schedule::{Edm, Schedule, ScheduleError, VeGeometric, VpCosine, VpLinear};
