@@ -29,49 +29,43 @@ pub fn symmetric_eigen(
     let jobz = if vectors { b'V' } else { b'N' } as c_char;
     let uplo = b'L' as c_char;
     let mut w = vec![0.0f64; n];
-    let mut info: c_int = 0;
-    // Workspace query first, then the real call.
-    let (mut work_q, mut iwork_q) = (0.0f64, 0 as c_int);
-    // SAFETY: every pointer refers to a live buffer of the size LAPACK documents for these arguments
-    // (a: n×n column-major with lda = n, w: n; a workspace query with lwork = liwork = −1 writes one value each).
-    unsafe {
-        lapack_sys::dsyevd_(
-            &jobz,
-            &uplo,
-            &n_int,
-            m.as_mut_ptr(),
-            &n_int,
-            w.as_mut_ptr(),
-            &mut work_q,
-            &-1,
-            &mut iwork_q,
-            &-1,
-            &mut info,
-        );
-    }
+    // One dsyevd call on the buffers above; `query` asks only for the workspace sizes (lwork = liwork = −1),
+    // which LAPACK writes into work[0] and iwork[0].
+    let mut dsyevd = |work: &mut [f64], iwork: &mut [c_int], query: bool| -> c_int {
+        let (lwork, liwork) = if query {
+            (-1, -1)
+        } else {
+            (work.len() as c_int, iwork.len() as c_int)
+        };
+        let mut info: c_int = 0;
+        // SAFETY: every pointer refers to a live buffer of the size LAPACK documents for these arguments:
+        // a is n×n column-major with lda = n, w has n entries, work/iwork have lwork/liwork entries (at least
+        // one each for a query).
+        unsafe {
+            lapack_sys::dsyevd_(
+                &jobz,
+                &uplo,
+                &n_int,
+                m.as_mut_ptr(),
+                &n_int,
+                w.as_mut_ptr(),
+                work.as_mut_ptr(),
+                &lwork,
+                iwork.as_mut_ptr(),
+                &liwork,
+                &mut info,
+            );
+        }
+        info
+    };
+    let (mut work, mut iwork) = (vec![0.0f64; 1], vec![0 as c_int; 1]);
+    let info = dsyevd(&mut work, &mut iwork, true);
     if info != 0 {
         return Err(format!("dsyevd workspace query failed (info = {info})"));
     }
-    let lwork = work_q as c_int;
-    let liwork = iwork_q;
-    let mut work = vec![0.0f64; lwork.max(1) as usize];
-    let mut iwork = vec![0 as c_int; liwork.max(1) as usize];
-    // SAFETY: as above, with work/iwork of the sizes the query returned.
-    unsafe {
-        lapack_sys::dsyevd_(
-            &jobz,
-            &uplo,
-            &n_int,
-            m.as_mut_ptr(),
-            &n_int,
-            w.as_mut_ptr(),
-            work.as_mut_ptr(),
-            &lwork,
-            iwork.as_mut_ptr(),
-            &liwork,
-            &mut info,
-        );
-    }
+    let mut work = vec![0.0f64; (work[0] as usize).max(1)];
+    let mut iwork = vec![0 as c_int; (iwork[0] as usize).max(1)];
+    let info = dsyevd(&mut work, &mut iwork, false);
     match info {
         0 => Ok((Array1::from(w), vectors.then_some(m))),
         i if i < 0 => Err(format!("dsyevd: argument {} is invalid", -i)),
