@@ -7,6 +7,9 @@
 //!   (s_t, σ̃_t) pair and the VP↔VE SNR-equivalent σ.
 //! - [`denoiser`]: the Proposition 1 optimal denoiser of an empirical dataset.
 //! - [`symeig`]: symmetric eigen-decomposition through LAPACK's dsyevd.
+//! - [`solver`]: samplers (DPM-Solver, DPM-Solver++, EDM, DDIM, ancestral, Euler–Maruyama) as f64 plans,
+//!   and the reference plan executor.
+//! - [`stage`]: stage partitions and the per-stage NFE of a plan.
 //! - [`frechet`]: the Fréchet (FID) distance of two Gaussians and running feature statistics.
 
 // ndarray-linalg switches on ndarray's `blas` feature for the whole build, so every artifact must link
@@ -16,6 +19,8 @@ use ndarray_linalg as _;
 pub mod denoiser;
 pub mod frechet;
 pub mod schedule;
+pub mod solver;
+pub mod stage;
 pub mod symeig;
 
 pub use denoiser::{DenoiserError, NoiseLevel, OptimalDenoiser, Prediction};
