@@ -5,9 +5,11 @@
 //!
 //! - [`denoiser`]: the Proposition 1 optimal denoiser on tensors.
 //! - [`device`]: choosing the device.
+//! - [`sampler`]: executing sampler plans (from `msd-reference`) on tensors.
 
 pub mod denoiser;
 pub mod device;
+pub mod sampler;
 
 pub use denoiser::OptimalDenoiser;
 pub use device::{device, DeviceKind};
