@@ -1,11 +1,15 @@
 //! The `msd` command line: clap definitions and dispatch. Each subcommand is a thin layer over library calls.
 
 mod denoise;
+mod plan;
+mod sample;
 mod schedule;
 
 use clap::{Parser, Subcommand};
 
 pub use denoise::DenoiseArgs;
+pub use plan::{PlanArgs, PlanCmdArgs};
+pub use sample::SampleArgs;
 pub use schedule::{ScheduleArgs, ScheduleKind, ScheduleParams};
 
 /// Multistage diffusion models (CVPR 2024): exact reference math, a candle backend, and tools.
@@ -26,6 +30,11 @@ pub enum Command {
     Schedule(ScheduleArgs),
     /// Evaluate the Proposition 1 optimal denoiser of a dataset (.npy, N x d) at queries (.npy, B x d).
     Denoise(DenoiseArgs),
+    /// A sampler's evaluation times and their NFE split over stage boundaries (DPM-Solver, DPM-Solver++,
+    /// EDM Euler/Heun, DDIM, ancestral, Euler-Maruyama).
+    Plan(PlanCmdArgs),
+    /// Run a sampler with the Proposition 1 optimal denoiser of a dataset as the model, from given noise.
+    Sample(SampleArgs),
 }
 
 /// Runs one parsed command line.
@@ -33,5 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Schedule(args) => schedule::run(&args),
         Command::Denoise(args) => denoise::run(&args),
+        Command::Plan(args) => plan::run(&args),
+        Command::Sample(args) => sample::run(&args),
     }
 }
