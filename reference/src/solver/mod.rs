@@ -113,7 +113,7 @@ pub fn time_steps(
             let (l_start, l_end) = (schedule.lambda(t_start), schedule.lambda(t_end));
             if !(l_start.is_finite() && l_end.is_finite()) {
                 return config_err(format!(
-                    "logSNR spacing needs a finite lambda at both ends (lambda({t_start}) = {l_start}, lambda({t_end}) = {l_end})"
+                    "logSNR spacing needs a finite lambda at both ends (lambda({t_start}) = {l_start}, lambda({t_end}) = {l_end}); move --t-start/--t-end inside the schedule"
                 ));
             }
             linspace(l_start, l_end, n)
