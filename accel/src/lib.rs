@@ -5,9 +5,11 @@
 //!
 //! - [`denoiser`]: the Proposition 1 optimal denoiser on tensors.
 //! - [`device`]: choosing the device.
+//! - [`unet`]: the multistage U-Nets (NCSN++, DDPM++, LDM), their accounting and weights I/O.
 
 pub mod denoiser;
 pub mod device;
+pub mod unet;
 
 pub use denoiser::OptimalDenoiser;
 pub use device::{device, DeviceKind};

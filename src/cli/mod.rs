@@ -1,11 +1,13 @@
 //! The `msd` command line: clap definitions and dispatch. Each subcommand is a thin layer over library calls.
 
 mod denoise;
+mod model_info;
 mod schedule;
 
 use clap::{Parser, Subcommand};
 
 pub use denoise::DenoiseArgs;
+pub use model_info::ModelInfoArgs;
 pub use schedule::{ScheduleArgs, ScheduleKind, ScheduleParams};
 
 /// Multistage diffusion models (CVPR 2024): exact reference math, a candle backend, and tools.
@@ -26,6 +28,8 @@ pub enum Command {
     Schedule(ScheduleArgs),
     /// Evaluate the Proposition 1 optimal denoiser of a dataset (.npy, N x d) at queries (.npy, B x d).
     Denoise(DenoiseArgs),
+    /// Parameters and GFLOPs per stage of a multistage U-Net (preset or TOML config), as a table or JSON.
+    ModelInfo(ModelInfoArgs),
 }
 
 /// Runs one parsed command line.
@@ -33,5 +37,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Schedule(args) => schedule::run(&args),
         Command::Denoise(args) => denoise::run(&args),
+        Command::ModelInfo(args) => model_info::run(&args),
     }
 }
