@@ -393,10 +393,10 @@ fn routing_equals_each_sample_alone() {
                 d <= 1e-5 * scale.max(1.0),
                 "{name} sample {i}: diff {d} (scale {scale})"
             );
-            // And the sample differs from what another decoder would give (routing is not a no-op).
-            let other = m.forward_stage(&xi, &[ti], (stages[i] + 1) % 3).unwrap();
-            assert!(max_abs_diff(&got, &other) > 1e-3, "{name}: decoders agree");
         }
+        // Routing is not a no-op: another decoder gives another answer.
+        let other = m.forward_stage(&x, &t, 1).unwrap();
+        assert!(max_abs_diff(&y, &other) > 1e-3, "{name}: decoders agree");
     }
 }
 
@@ -424,6 +424,7 @@ fn gradient_reaches_encoder_and_only_used_decoders() {
             .iter()
             .copied()
             .filter(|&v| m.stage_of(v) != 1)
+            .take(3)
             .collect();
         let x = input(t.len(), 3);
         let y = m.forward(&x, &t).unwrap();
@@ -520,7 +521,7 @@ fn save_load_round_trip_is_bit_exact() {
                 pa.name
             );
         }
-        let t = mixed_times(a.config().family_name());
+        let t = mixed_times(a.config().family_name())[..3].to_vec();
         let x = input(t.len(), 6);
         assert_eq!(
             max_abs_diff(&a.forward(&x, &t).unwrap(), &b.forward(&x, &t).unwrap()),
