@@ -178,8 +178,9 @@ impl MultistageUNet {
                 Family::Ldm(c) => {
                     let (dec, ds_end) =
                         ldm::Decoder::new(&pb, c, c.de_widths[k], skips, *h, ldm_ds)?;
-                    // The authors' quirk: the downsample-factor counter carries over to the next decoder.
-                    if c.decoder_attention_quirk {
+                    // The authors' quirk: the downsample-factor counter carries over to the next decoder
+                    // of the same model (separate baselines are independent models).
+                    if c.decoder_attention_quirk && config.sharing == Sharing::Shared {
                         ldm_ds = Some(ds_end);
                     }
                     decoders.push(Box::new(dec));
@@ -258,12 +259,22 @@ impl MultistageUNet {
         if let Some(bad) = t.iter().find(|v| !v.is_finite()) {
             return Err(UNetError::Input(format!("non-finite time {bad}")));
         }
-        if let Family::Ddpmpp(_) = self.config.family {
-            if let Some(bad) = t.iter().find(|&&v| v <= 0.0) {
-                return Err(UNetError::Input(format!(
-                    "EDM noise level sigma = {bad} must be > 0"
-                )));
-            }
+        let bad = match self.config.family {
+            Family::Ddpmpp(_) => t
+                .iter()
+                .find(|&&v| v <= 0.0)
+                .map(|v| format!("EDM noise level sigma = {v} must be > 0")),
+            Family::Ncsnpp(_) => t
+                .iter()
+                .find(|&&v| !(0.0..=1.0).contains(&v))
+                .map(|v| format!("time t = {v} is outside [0, 1]")),
+            Family::Ldm(_) => t
+                .iter()
+                .find(|&&v| v < 0.0)
+                .map(|v| format!("timestep {v} is negative")),
+        };
+        if let Some(msg) = bad {
+            return Err(UNetError::Input(msg));
         }
         Ok(())
     }

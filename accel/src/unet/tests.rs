@@ -575,6 +575,10 @@ fn bad_inputs_are_errors() {
         m.forward(&input(1, 1), &[f64::NAN]),
         Err(UNetError::Input(_))
     ));
+    assert!(matches!(
+        m.forward(&input(1, 1), &[1.5]),
+        Err(UNetError::Input(_))
+    ));
     let x = Tensor::zeros((1, 3, 32, 32), candle_core::DType::F32, &dev()).unwrap();
     assert!(matches!(m.forward(&x, &[0.5]), Err(UNetError::Input(_))));
     let s = MultistageUNet::shapes_only(&preset("tiny-ncsnpp-unified").unwrap()).unwrap();
