@@ -5,11 +5,13 @@
 //!
 //! - [`denoiser`]: the Proposition 1 optimal denoiser on tensors.
 //! - [`device`]: choosing the device.
-//! - [`sampler`]: executing sampler plans (from `msd-reference`) on tensors.
+//! - [`sampler`]: executing sampler plans (built by `msd-reference`, data types in `msd-plan`) on tensors.
+//! - [`unet`]: the multistage U-Nets (NCSN++, DDPM++, LDM), their accounting and weights I/O.
 
 pub mod denoiser;
 pub mod device;
 pub mod sampler;
+pub mod unet;
 
 pub use denoiser::OptimalDenoiser;
 pub use device::{device, DeviceKind};

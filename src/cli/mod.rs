@@ -3,6 +3,7 @@
 mod denoise;
 mod plan;
 mod sample;
+mod model_info;
 mod schedule;
 
 use clap::{Parser, Subcommand};
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 pub use denoise::DenoiseArgs;
 pub use plan::{PlanArgs, PlanCmdArgs};
 pub use sample::SampleArgs;
+pub use model_info::ModelInfoArgs;
 pub use schedule::{ScheduleArgs, ScheduleKind, ScheduleParams};
 
 /// Multistage diffusion models (CVPR 2024): exact reference math, a candle backend, and tools.
@@ -35,6 +37,8 @@ pub enum Command {
     Plan(PlanCmdArgs),
     /// Run a sampler with the Proposition 1 optimal denoiser of a dataset as the model, from given noise.
     Sample(SampleArgs),
+    /// Parameters and GFLOPs per stage of a multistage U-Net (preset or TOML config), as a table or JSON.
+    ModelInfo(ModelInfoArgs),
 }
 
 /// Runs one parsed command line.
@@ -44,5 +48,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Denoise(args) => denoise::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Sample(args) => sample::run(&args),
+        Command::ModelInfo(args) => model_info::run(&args),
     }
 }

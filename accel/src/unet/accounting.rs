@@ -1,0 +1,148 @@
+//! Parameter and FLOP accounting, computed from a built model (shape-only builds suffice).
+//!
+//! - `params`: scalars in the part's tensors. A stage = its encoder + its decoder; the whole model counts the
+//!   shared encoder once.
+//! - `paper_gmacs`: the paper's "GFLOPs", i.e. torchstat's numbers at batch 1 (notes §5): multiply-accumulates
+//!   of plain Conv2d layers (plus one bias add per output) and Linear layers (in·out), 10⁹ units. Custom
+//!   modules the authors' torchstat did not see are excluded (NCSN++ NIN attention projections and the FIR
+//!   pyramid conv; LDM Conv1d qkv/proj). EDM's convs and linears are custom modules for which torchstat would
+//!   report nothing; here they are counted as if they were plain ones.
+//! - `flops`: true floating-point operations at batch 1 = 2 × every multiply-accumulate (all convolutions and
+//!   linear/NIN layers, the attention matmuls QKᵀ and AV, the resampling filters). Elementwise work (norms,
+//!   activations, softmax, bias adds) is not counted.
+
+use serde::Serialize;
+
+use super::{MultistageUNet, Sharing, UNetError};
+
+/// Cost of one part of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PartInfo {
+    pub params: u64,
+    pub paper_gmacs: f64,
+    pub flops: u64,
+}
+
+/// The accounting of a whole model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelInfo {
+    pub family: String,
+    pub sharing: Sharing,
+    pub time_unit: String,
+    pub boundaries: Vec<f64>,
+    pub de_widths: Vec<usize>,
+    /// The shared encoder (with a separate baseline: stage 0's encoder; see `encoders`).
+    pub encoder: PartInfo,
+    /// Every encoder (one when shared).
+    pub encoders: Vec<PartInfo>,
+    pub decoders: Vec<PartInfo>,
+    /// Per stage: encoder + that decoder.
+    pub stages: Vec<PartInfo>,
+    pub total_params: u64,
+}
+
+fn part(params: u64, c: super::Cost) -> PartInfo {
+    PartInfo {
+        params,
+        paper_gmacs: c.paper_macs as f64 / 1e9,
+        flops: 2 * c.macs,
+    }
+}
+
+/// Accounting of `model`.
+pub fn model_info(model: &MultistageUNet) -> ModelInfo {
+    let cfg = model.config();
+    let store = model.store();
+    let (enc_costs, dec_costs) = model.costs();
+    let n = model.num_stages();
+    let encoders: Vec<PartInfo> = enc_costs
+        .iter()
+        .enumerate()
+        .map(|(e, &c)| {
+            let prefix = match cfg.sharing {
+                Sharing::Shared => "encoder.".to_string(),
+                Sharing::Separate => format!("encoders.{e}."),
+            };
+            part(store.count(&prefix), c)
+        })
+        .collect();
+    let decoders: Vec<PartInfo> = dec_costs
+        .iter()
+        .enumerate()
+        .map(|(k, &c)| part(store.count(&format!("decoders.{k}.")), c))
+        .collect();
+    let stages = (0..n)
+        .map(|k| {
+            let e = &encoders[k.min(encoders.len() - 1)];
+            let d = &decoders[k];
+            PartInfo {
+                params: e.params + d.params,
+                paper_gmacs: (enc_costs[k.min(enc_costs.len() - 1)].paper_macs
+                    + dec_costs[k].paper_macs) as f64
+                    / 1e9,
+                flops: e.flops + d.flops,
+            }
+        })
+        .collect();
+    ModelInfo {
+        family: cfg.family_name().to_string(),
+        sharing: cfg.sharing,
+        time_unit: cfg.time_unit().to_string(),
+        boundaries: cfg.boundaries.clone(),
+        de_widths: cfg.de_widths().to_vec(),
+        encoder: encoders[0],
+        encoders,
+        decoders,
+        stages,
+        total_params: store.count(""),
+    }
+}
+
+/// A weighted per-sample cost over stages: Σ w_k·G_k with the weights normalised to sum 1.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WeightedTotal {
+    /// The normalised weights used.
+    pub weights: Vec<f64>,
+    pub paper_gmacs: f64,
+    pub flops: f64,
+}
+
+/// NFE- (or interval-) weighted totals. `weights` has one non-negative entry per stage (e.g. the NFE split
+/// 12/2/6 of a 20-step sampler, or the interval lengths); they are normalised to sum 1.
+pub fn weighted_total(stages: &[PartInfo], weights: &[f64]) -> Result<WeightedTotal, UNetError> {
+    if weights.len() != stages.len() {
+        return Err(UNetError::Input(format!(
+            "{} weights for {} stages",
+            weights.len(),
+            stages.len()
+        )));
+    }
+    if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+        return Err(UNetError::Input(format!(
+            "weights {weights:?} must be finite and >= 0"
+        )));
+    }
+    let sum: f64 = weights.iter().sum();
+    if sum <= 0.0 {
+        return Err(UNetError::Input("weights sum to 0".into()));
+    }
+    let w: Vec<f64> = weights.iter().map(|w| w / sum).collect();
+    Ok(WeightedTotal {
+        paper_gmacs: stages.iter().zip(&w).map(|(s, w)| w * s.paper_gmacs).sum(),
+        flops: stages.iter().zip(&w).map(|(s, w)| w * s.flops as f64).sum(),
+        weights: w,
+    })
+}
+
+/// Interval lengths of the stages of `[lo, hi]` split at `boundaries` (weights for [`weighted_total`]).
+pub fn interval_weights(boundaries: &[f64], lo: f64, hi: f64) -> Result<Vec<f64>, UNetError> {
+    let mut edges = vec![lo];
+    edges.extend_from_slice(boundaries);
+    edges.push(hi);
+    if edges.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(UNetError::Input(format!(
+            "boundaries {boundaries:?} do not lie strictly inside [{lo}, {hi}]"
+        )));
+    }
+    Ok(edges.windows(2).map(|w| w[1] - w[0]).collect())
+}

@@ -1,0 +1,189 @@
+//! `msd model-info`: parameters and GFLOPs per stage of a multistage U-Net preset or config file.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use msd_accel::unet::{
+    accounting::interval_weights, config::PRESETS, model_info, preset, preset_names,
+    weighted_total, Family, MultistageUNet, UNetConfig,
+};
+
+/// Options of `msd model-info`.
+#[derive(Debug, Args)]
+pub struct ModelInfoArgs {
+    /// A named preset (see --list-presets), e.g. cifar10-ncsnpp-multistage.
+    #[arg(long, conflicts_with = "config", required_unless_present_any = ["config", "list_presets"])]
+    pub preset: Option<String>,
+    /// A model config file (TOML; see --print-config for the format).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// LDM only: reproduce the authors' decoder-attention quirk (decoders after the first have no attention;
+    /// this is what the paper's Table 8 counts). Default: correct attention in every decoder.
+    #[arg(long)]
+    pub ldm_attention_quirk: bool,
+    /// Weight the per-stage costs by these NFE counts (e.g. 12,2,6 for the 20-step DPM-Solver-3 split).
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["stage_weights", "interval_weights"])]
+    pub nfe_per_stage: Option<Vec<f64>>,
+    /// Weight the per-stage costs by these weights (normalised to sum 1), e.g. 0.45,0.15,0.40.
+    #[arg(long, value_delimiter = ',', conflicts_with = "interval_weights")]
+    pub stage_weights: Option<Vec<f64>>,
+    /// Weight the per-stage costs by the lengths of their time intervals in [0, 1] (NCSN++ only).
+    #[arg(long)]
+    pub interval_weights: bool,
+    /// List the presets and exit.
+    #[arg(long)]
+    pub list_presets: bool,
+    /// Print the resolved config as TOML (a template for --config) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Runs `msd model-info`.
+pub fn run(args: &ModelInfoArgs) -> anyhow::Result<()> {
+    if args.list_presets {
+        for (name, desc) in PRESETS {
+            println!("{name:32} {desc}");
+        }
+        return Ok(());
+    }
+    let (label, mut cfg) = match (&args.preset, &args.config) {
+        (Some(p), None) => (p.clone(), preset(p)?),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let cfg = UNetConfig::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+            (path.display().to_string(), cfg)
+        }
+        _ => bail!(
+            "give exactly one of --preset or --config (presets: {})",
+            preset_names().join(", ")
+        ),
+    };
+    if args.ldm_attention_quirk {
+        match &mut cfg.family {
+            Family::Ldm(l) => l.decoder_attention_quirk = true,
+            _ => bail!(
+                "--ldm-attention-quirk applies to LDM models only (this is {})",
+                cfg.family_name()
+            ),
+        }
+    }
+    if args.print_config {
+        print!("{}", cfg.to_toml().map_err(anyhow::Error::msg)?);
+        return Ok(());
+    }
+    let model = MultistageUNet::shapes_only(&cfg)?;
+    let info = model_info(&model);
+    let n = info.stages.len();
+    let weights = if let Some(w) = &args.nfe_per_stage {
+        Some(("NFE per stage", w.clone()))
+    } else if let Some(w) = &args.stage_weights {
+        Some(("stage weights", w.clone()))
+    } else if args.interval_weights {
+        if cfg.family_name() != "ncsnpp" {
+            bail!(
+                "--interval-weights needs times in [0, 1] (NCSN++); give --stage-weights for {}",
+                cfg.family_name()
+            );
+        }
+        Some((
+            "interval lengths",
+            interval_weights(&cfg.boundaries, 0.0, 1.0)?,
+        ))
+    } else {
+        None
+    };
+    let weighted = match &weights {
+        Some((what, w)) => {
+            if w.len() != n {
+                bail!("{what}: {} values for a {n}-stage model", w.len());
+            }
+            Some((*what, weighted_total(&info.stages, w)?))
+        }
+        None => None,
+    };
+    if args.json {
+        let mut v = serde_json::to_value(&info)?;
+        v["model"] = serde_json::Value::String(label);
+        if let Some((what, w)) = &weighted {
+            v["weighted"] = serde_json::json!({"by": what, "weights": w.weights, "paper_gmacs": w.paper_gmacs,
+                                               "flops": w.flops});
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{label}: {} ({} encoder{}), {n} stage(s), time = {}, boundaries {:?}",
+        info.family,
+        if n > 1 && info.encoders.len() == 1 {
+            "shared"
+        } else {
+            "own"
+        },
+        if info.encoders.len() > 1 { "s" } else { "" },
+        info.time_unit,
+        info.boundaries
+    );
+    println!("paper GMACs = torchstat convention (conv/linear MACs + conv bias adds, batch 1); GFLOPs = 2 x all MACs");
+    println!(
+        "{:<14} {:>6} {:>14} {:>12} {:>10}",
+        "part", "width", "params", "paper GMACs", "GFLOPs"
+    );
+    let row = |name: String, width: String, p: &msd_accel::unet::PartInfo| {
+        println!(
+            "{:<14} {:>6} {:>14} {:>12.3} {:>10.3}",
+            name,
+            width,
+            group(p.params),
+            p.paper_gmacs,
+            p.flops as f64 / 1e9
+        )
+    };
+    for (e, p) in info.encoders.iter().enumerate() {
+        let name = if info.encoders.len() == 1 {
+            "encoder".to_string()
+        } else {
+            format!("encoder {e}")
+        };
+        row(name, String::new(), p);
+    }
+    for (k, p) in info.decoders.iter().enumerate() {
+        row(format!("decoder {k}"), info.de_widths[k].to_string(), p);
+    }
+    for (k, p) in info.stages.iter().enumerate() {
+        row(format!("stage {k}"), String::new(), p);
+    }
+    println!(
+        "{:<14} {:>6} {:>14}",
+        "whole model",
+        "",
+        group(info.total_params)
+    );
+    if let Some((what, w)) = weighted {
+        let ws: Vec<String> = w.weights.iter().map(|x| format!("{x:.4}")).collect();
+        println!(
+            "weighted by {what} ({}): paper GMACs {:.3}, GFLOPs {:.3}",
+            ws.join(", "),
+            w.paper_gmacs,
+            w.flops / 1e9
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! End-to-end tests of `msd model-info`: the paper's numbers through the binary (JSON and table), config
+//! files, and clean errors.
+
+use std::process::{Command, Output};
+
+use ndarray_linalg as _;
+
+fn msd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_msd"))
+        .args(args)
+        .output()
+        .expect("run msd")
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let o = msd(args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("valid JSON")
+}
+
+fn assert_clean_error(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected failure; stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in {err}");
+}
+
+#[test]
+fn ncsnpp_multistage_json_matches_the_paper() {
+    let v = json(&[
+        "model-info",
+        "--preset",
+        "cifar10-ncsnpp-multistage",
+        "--json",
+    ]);
+    assert_eq!(v["encoder"]["params"], 43_482_624);
+    assert!((v["encoder"]["paper_gmacs"].as_f64().unwrap() - 5.75).abs() <= 0.005);
+    assert!(v["encoder"]["flops"].as_u64().unwrap() > 0);
+    assert_eq!(v["total_params"], 237_169_337);
+    let stages = v["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 3);
+    for (s, (p, g)) in stages
+        .iter()
+        .zip([(169.48, 29.95), (107.52, 17.65), (47.13, 6.31)])
+    {
+        assert_eq!((s["params"].as_f64().unwrap() / 1e4).round() / 100.0, p);
+        assert!((s["paper_gmacs"].as_f64().unwrap() - g).abs() <= 0.005);
+        assert!(s["flops"].as_u64().unwrap() as f64 > 2e9 * g);
+    }
+}
+
+#[test]
+fn ldm_quirk_switch_and_nfe_weights() {
+    let v = json(&[
+        "model-info",
+        "--preset",
+        "celebahq-ldm-multistage",
+        "--ldm-attention-quirk",
+        "--json",
+        "--nfe-per-stage",
+        "8,4,8",
+    ]);
+    assert_eq!(v["total_params"], 493_841_449);
+    assert!((v["weighted"]["paper_gmacs"].as_f64().unwrap() - 76.19).abs() <= 0.005);
+    let v = json(&[
+        "model-info",
+        "--preset",
+        "celebahq-ldm-multistage",
+        "--json",
+    ]);
+    assert_eq!(
+        (v["total_params"].as_f64().unwrap() / 1e5).round() / 10.0,
+        512.4
+    );
+}
+
+#[test]
+fn table_output_and_interval_weights() {
+    let o = msd(&[
+        "model-info",
+        "--preset",
+        "cifar10-ncsnpp-table9-4stage",
+        "--interval-weights",
+    ]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("stage 3"), "{out}");
+    assert!(out.contains("283,654,812"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("weighted by interval lengths"))
+        .expect("weighted line");
+    let g: f64 = line
+        .split("paper GMACs ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((g - 17.33).abs() <= 0.005, "{line}");
+}
+
+#[test]
+fn config_file_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = msd(&[
+        "model-info",
+        "--preset",
+        "cifar10-ddpmpp-edm-unified",
+        "--print-config",
+    ]);
+    assert!(o.status.success());
+    let path = dir.path().join("edm.toml");
+    std::fs::write(&path, &o.stdout).unwrap();
+    let v = json(&["model-info", "--config", path.to_str().unwrap(), "--json"]);
+    assert_eq!(v["total_params"], 55_733_891);
+    // Edit the file: a bad config is one clear error.
+    let text = String::from_utf8_lossy(&o.stdout).replace("boundaries = []", "boundaries = [1.0]");
+    std::fs::write(&path, text).unwrap();
+    assert_clean_error(
+        &msd(&["model-info", "--config", path.to_str().unwrap()]),
+        "boundaries",
+    );
+    std::fs::write(&path, "this is = = not toml").unwrap();
+    assert_clean_error(
+        &msd(&["model-info", "--config", path.to_str().unwrap()]),
+        "config",
+    );
+}
+
+#[test]
+fn errors_are_clean() {
+    assert_clean_error(
+        &msd(&["model-info", "--preset", "no-such-model"]),
+        "unknown preset",
+    );
+    assert_clean_error(
+        &msd(&["model-info", "--preset", "cifar10-ncsnpp-table9-2stage"]),
+        "inconsistent",
+    );
+    assert_clean_error(
+        &msd(&[
+            "model-info",
+            "--preset",
+            "cifar10-ncsnpp-multistage",
+            "--nfe-per-stage",
+            "1,2",
+        ]),
+        "2 values for a 3-stage model",
+    );
+    assert_clean_error(
+        &msd(&[
+            "model-info",
+            "--preset",
+            "cifar10-ncsnpp-multistage",
+            "--ldm-attention-quirk",
+        ]),
+        "LDM models only",
+    );
+    assert_clean_error(
+        &msd(&[
+            "model-info",
+            "--preset",
+            "cifar10-ncsnpp-multistage",
+            "--stage-weights",
+            "1,-1,1",
+        ]),
+        "weights",
+    );
+}
