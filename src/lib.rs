@@ -4,6 +4,7 @@
 //! - [`accel`]: the candle backend (f32, CPU or CUDA).
 //! - [`npy`]: `.npy` I/O with clear errors.
 //! - [`bridge`]: moving arrays between the two backends.
+//! - [`stats`]: `mu`/`sigma` statistics `.npz` files (pytorch-fid / clean-fid compatible).
 //! - [`cli`]: the `msd` command line.
 
 // See reference/src/lib.rs: every artifact must link OpenBLAS.
@@ -15,3 +16,4 @@ pub use msd_reference as reference;
 pub mod bridge;
 pub mod cli;
 pub mod npy;
+pub mod stats;

@@ -8,6 +8,7 @@
 //! - [`denoiser`]: the Proposition 1 optimal denoiser of an empirical dataset.
 //! - [`symeig`]: symmetric eigen-decomposition through LAPACK's dsyevd.
 //! - [`frechet`]: the Fréchet (FID) distance of two Gaussians and running feature statistics.
+//! - [`prdc`]: k-NN precision/recall (Kynkäänniemi et al.) and density/coverage (Naeem et al.).
 
 // ndarray-linalg switches on ndarray's `blas` feature for the whole build, so every artifact must link
 // OpenBLAS: this keeps the link in the rlib.
@@ -15,6 +16,7 @@ use ndarray_linalg as _;
 
 pub mod denoiser;
 pub mod frechet;
+pub mod prdc;
 pub mod schedule;
 pub mod symeig;
 
