@@ -5,9 +5,11 @@
 //!
 //! - [`denoiser`]: the Proposition 1 optimal denoiser on tensors.
 //! - [`device`]: choosing the device.
+//! - [`inception`]: the FID Inception-v3 (pytorch-fid) feature extractor, 2048-d pool3.
 
 pub mod denoiser;
 pub mod device;
+pub mod inception;
 
 pub use denoiser::OptimalDenoiser;
 pub use device::{device, DeviceKind};
