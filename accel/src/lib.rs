@@ -6,9 +6,11 @@
 //! - [`denoiser`]: the Proposition 1 optimal denoiser on tensors.
 //! - [`device`]: choosing the device.
 //! - [`inception`]: the FID Inception-v3 (pytorch-fid) feature extractor, 2048-d pool3.
+//! - [`fmnist_features`]: the small Fashion-MNIST classifier whose penultimate features `msd` trains and uses.
 
 pub mod denoiser;
 pub mod device;
+pub mod fmnist_features;
 pub mod inception;
 
 pub use denoiser::OptimalDenoiser;
