@@ -3,6 +3,7 @@
 //! - [`reference`]: exact f64 math on ndarray (the truth).
 //! - [`accel`]: the candle backend (f32, CPU or CUDA).
 //! - [`npy`]: `.npy` I/O with clear errors.
+//! - [`data`]: datasets (Fashion-MNIST, CIFAR-10, image folders, .npy) as rows of [0, 1] pixels.
 //! - [`bridge`]: moving arrays between the two backends.
 //! - [`stats`]: `mu`/`sigma` statistics `.npz` files (pytorch-fid / clean-fid compatible).
 //! - [`cli`]: the `msd` command line.
@@ -15,5 +16,6 @@ pub use msd_reference as reference;
 
 pub mod bridge;
 pub mod cli;
+pub mod data;
 pub mod npy;
 pub mod stats;
