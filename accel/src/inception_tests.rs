@@ -461,3 +461,96 @@ fn whole_network_shapes_with_random_weights() {
         .to_string();
     assert!(err.contains("running_var"), "{err}");
 }
+
+/// PyTorch's bilinear (align_corners=False) sample of one output pixel, written per pixel in f64.
+fn bilinear_pixel(x: &Img, c: usize, oi: usize, oj: usize, oh: usize, ow: usize) -> f64 {
+    let src = |o: usize, n_out: usize, n_in: usize| {
+        let s = ((o as f64 + 0.5) * n_in as f64 / n_out as f64 - 0.5).max(0.0);
+        let i0 = s.floor() as usize;
+        let i1 = if i0 + 1 < n_in { i0 + 1 } else { i0 };
+        (i0, i1, s - i0 as f64)
+    };
+    let (r0, r1, lr) = src(oi, oh, x.h);
+    let (c0, c1, lc) = src(oj, ow, x.w);
+    let p = |r: usize, q: usize| x.v[(c * x.h + r) * x.w + q];
+    (1.0 - lr) * ((1.0 - lc) * p(r0, c0) + lc * p(r0, c1))
+        + lr * ((1.0 - lc) * p(r1, c0) + lc * p(r1, c1))
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// The f32 two-GEMM resize against the per-pixel f64 formula, up- and downsampling.
+        #[test]
+        fn resize_matches_the_per_pixel_formula(h in 1usize..12, w in 1usize..12, oh in 1usize..20,
+                                                ow in 1usize..20, seed in 0u64..10_000) {
+            let x = Img::random(2, h, w, seed);
+            let y: Vec<f32> = resize_bilinear(&x.tensor(), oh, ow).unwrap().flatten_all().unwrap()
+                .to_vec1().unwrap();
+            let scale = x.v.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            for c in 0..2 {
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let want = bilinear_pixel(&x, c, i, j, oh, ow);
+                        let got = f64::from(y[(c * oh + i) * ow + j]);
+                        prop_assert!((got - want).abs() <= 1e-6 * (1.0 + scale), "{got} vs {want}");
+                    }
+                }
+            }
+        }
+
+        /// BasicConv (folded BN, explicit per-axis padding, stride) against the direct f64 loops, over random
+        /// geometries.
+        #[test]
+        fn basic_conv_matches_direct_evaluation(cin in 1usize..5, cout in 1usize..5, kh in 1usize..4,
+                                                kw in 1usize..4, stride in 1usize..3, ph in 0usize..2,
+                                                pw in 0usize..2, h in 3usize..8, w in 3usize..8,
+                                                seed in 0u64..10_000) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut t = |n: usize, lo: f32, hi: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(lo..hi)).collect() };
+            let mut wts = Weights::new();
+            wts.insert("p.conv.weight".into(), (vec![cout, cin, kh, kw], t(cout * cin * kh * kw, -1.0, 1.0)));
+            wts.insert("p.bn.weight".into(), (vec![cout], t(cout, 0.5, 1.5)));
+            wts.insert("p.bn.bias".into(), (vec![cout], t(cout, -0.5, 0.5)));
+            wts.insert("p.bn.running_mean".into(), (vec![cout], t(cout, -0.5, 0.5)));
+            wts.insert("p.bn.running_var".into(), (vec![cout], t(cout, 0.2, 2.0)));
+            let g = geom(kh, kw, stride, ph, pw);
+            let conv = BasicConv::load(&var_builder(&wts).pp("p"), cin, cout, g).unwrap();
+            let x = Img::random(cin, h, w, seed + 1);
+            let want = basic(&x, &wts, "p", stride, (ph, pw));
+            let got = conv.forward(&x.tensor()).unwrap();
+            prop_assert_eq!(got.dims(), &[1, want.c, want.h, want.w]);
+            let g: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+            let scale = 1.0 + want.v.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            for (a, b) in g.iter().zip(&want.v) {
+                prop_assert!((f64::from(*a) - b).abs() <= 1e-5 * scale, "{a} vs {b}");
+            }
+        }
+
+        /// The FID pools (average excluding padding, max with padding, max stride 2) against direct f64 loops.
+        #[test]
+        fn pools_match_direct_evaluation(h in 1usize..9, w in 1usize..9, seed in 0u64..10_000) {
+            let mut x = Img::random(3, h, w, seed);
+            // Negative values too, so that zero padding in the max-pool would show.
+            x.v.iter_mut().enumerate().for_each(|(i, v)| if i % 2 == 0 { *v = -*v });
+            let t = x.tensor();
+            let check = |got: Tensor, want: Img| -> Result<(), TestCaseError> {
+                prop_assert_eq!(got.dims(), &[1, want.c, want.h, want.w]);
+                let g: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+                for (a, b) in g.iter().zip(&want.v) {
+                    prop_assert!((f64::from(*a) - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+                }
+                Ok(())
+            };
+            check(avg_pool3_exclude_pad(&t).unwrap(), pool(&x, 1, 1, false))?;
+            check(max_pool3_same(&t).unwrap(), pool(&x, 1, 1, true))?;
+            if h >= 3 && w >= 3 {
+                check(max_pool3_s2(&t).unwrap(), pool(&x, 2, 0, true))?;
+            }
+        }
+    }
+}

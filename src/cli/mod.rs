@@ -1,12 +1,18 @@
 //! The `msd` command line: clap definitions and dispatch. Each subcommand is a thin layer over library calls.
 
 mod denoise;
+mod fid;
+mod prdc;
 mod schedule;
+mod train_features;
 
 use clap::{Parser, Subcommand};
 
 pub use denoise::DenoiseArgs;
+pub use fid::{FidArgs, FidStatsArgs};
+pub use prdc::PrdcArgs;
 pub use schedule::{ScheduleArgs, ScheduleKind, ScheduleParams};
+pub use train_features::TrainFeaturesArgs;
 
 /// Multistage diffusion models (CVPR 2024): exact reference math, a candle backend, and tools.
 ///
@@ -26,6 +32,15 @@ pub enum Command {
     Schedule(ScheduleArgs),
     /// Evaluate the Proposition 1 optimal denoiser of a dataset (.npy, N x d) at queries (.npy, B x d).
     Denoise(DenoiseArgs),
+    /// Fréchet distance (FID) between two sets: images through a feature extractor, features, or
+    /// mu/sigma statistics files.
+    Fid(FidArgs),
+    /// Write the mu/sigma statistics (.npz, pytorch-fid/clean-fid format) of a set.
+    FidStats(FidStatsArgs),
+    /// k-NN precision and recall (Kynkäänniemi et al., k = 3), with density and coverage.
+    Prdc(PrdcArgs),
+    /// Train the Fashion-MNIST feature classifier used for FID-style distances on 28x28 grey images.
+    TrainFeatures(TrainFeaturesArgs),
 }
 
 /// Runs one parsed command line.
@@ -33,5 +48,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Schedule(args) => schedule::run(&args),
         Command::Denoise(args) => denoise::run(&args),
+        Command::Fid(args) => fid::run_fid(&args),
+        Command::FidStats(args) => fid::run_fid_stats(&args),
+        Command::Prdc(args) => prdc::run(&args),
+        Command::TrainFeatures(args) => train_features::run(&args),
     }
 }
