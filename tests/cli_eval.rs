@@ -184,18 +184,18 @@ fn bad_inputs_are_one_line_errors() {
         "statistics file",
     );
     // Extractor specs.
-    assert_clean_error(
-        &msd(&[
-            "fid",
-            "--a",
-            s(&pa),
-            "--b",
-            s(&pa),
-            "--features",
-            "resnet:x",
-        ]),
-        "inception:WEIGHTS",
-    );
+    // A malformed option value is clap's usage error (exit 2, a usage hint on the following lines).
+    let o = msd(&[
+        "fid",
+        "--a",
+        s(&pa),
+        "--b",
+        s(&pa),
+        "--features",
+        "resnet:x",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).starts_with("error: ") && stderr(&o).contains("inception:WEIGHTS"));
     assert_clean_error(
         &msd(&[
             "fid",

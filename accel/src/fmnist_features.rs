@@ -2,15 +2,15 @@
 //! grey images without external weights (`msd train-features` trains it; `--features fmnist:CKPT` uses it).
 //!
 //! Network (input B × 1 × 28 × 28 in [0, 1], scaled to [−1, 1] inside):
-//! conv 3×3 1→32 (pad 1), ReLU, avg-pool 2 → 14²; conv 3×3 32→64 (pad 1), ReLU, avg-pool 2 → 7²;
-//! flatten 3136 → linear 128, ReLU (**the features**, 128-d) → linear 10 (logits).
+//! conv 3×3 1→16 (pad 1), ReLU, avg-pool 2 → 14²; conv 3×3 16→32 (pad 1), ReLU, avg-pool 2 → 7²;
+//! flatten 1568 → linear 128, ReLU (**the features**, 128-d) → linear 10 (logits).
 //! Average pooling rather than max pooling because candle 0.11's max-pool gradient is wrong (design.md);
 //! no batch norm or dropout, so the features are a deterministic function of the weights. Every op used in
 //! training (conv2d, avg-pool, ReLU, linear, log-softmax + NLL) is checked against finite differences in
 //! the tests.
 //!
-//! Tensor names in the safetensors checkpoint: `conv1.weight` (32, 1, 3, 3), `conv1.bias` (32),
-//! `conv2.weight` (64, 32, 3, 3), `conv2.bias` (64), `fc1.weight` (128, 3136), `fc1.bias` (128),
+//! Tensor names in the safetensors checkpoint: `conv1.weight` (16, 1, 3, 3), `conv1.bias` (16),
+//! `conv2.weight` (32, 16, 3, 3), `conv2.bias` (32), `fc1.weight` (128, 1568), `fc1.bias` (128),
 //! `fc2.weight` (10, 128), `fc2.bias` (10).
 
 use std::collections::HashMap;
@@ -30,6 +30,9 @@ pub const FEATURE_DIM: usize = 128;
 pub const CLASSES: usize = 10;
 /// Architecture tag written to the checkpoint sidecar; a checkpoint of another architecture is refused.
 pub const ARCH: &str = "fmnist-cnn-v1";
+/// Channels of the two convolutions (small: training runs on a shared 2-core CPU in minutes).
+const C1: usize = 16;
+const C2: usize = 32;
 
 /// The classifier.
 #[derive(Debug, Clone)]
@@ -48,9 +51,9 @@ impl FmnistNet {
             ..Default::default()
         };
         Ok(Self {
-            conv1: candle_nn::conv2d(1, 32, 3, cfg, vb.pp("conv1"))?,
-            conv2: candle_nn::conv2d(32, 64, 3, cfg, vb.pp("conv2"))?,
-            fc1: candle_nn::linear(64 * 7 * 7, FEATURE_DIM, vb.pp("fc1"))?,
+            conv1: candle_nn::conv2d(1, C1, 3, cfg, vb.pp("conv1"))?,
+            conv2: candle_nn::conv2d(C1, C2, 3, cfg, vb.pp("conv2"))?,
+            fc1: candle_nn::linear(C2 * 7 * 7, FEATURE_DIM, vb.pp("fc1"))?,
             fc2: candle_nn::linear(FEATURE_DIM, CLASSES, vb.pp("fc2"))?,
         })
     }
@@ -141,8 +144,8 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            epochs: 4,
-            batch_size: 128,
+            epochs: 2,
+            batch_size: 64,
             lr: 1e-3,
             seed: 0,
         }
@@ -276,8 +279,8 @@ mod tests {
         assert_eq!(net.features(&x).unwrap().dims(), &[3, FEATURE_DIM]);
         assert_eq!(net.logits(&x).unwrap().dims(), &[3, CLASSES]);
         let params: usize = vm.all_vars().iter().map(|v| v.elem_count()).sum();
-        // 32·9 + 32 + 64·32·9 + 64 + 3136·128 + 128 + 128·10 + 10.
-        assert_eq!(params, 320 + 18_496 + 401_536 + 1_290);
+        // 16·9 + 16 + 32·16·9 + 32 + 1568·128 + 128 + 128·10 + 10.
+        assert_eq!(params, 160 + 4_640 + 200_832 + 1_290);
         let bad = Tensor::zeros((1, 1, 32, 32), DType::F32, &Device::Cpu).unwrap();
         assert!(net
             .features(&bad)

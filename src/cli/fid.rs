@@ -85,7 +85,7 @@ pub fn run_fid(args: &FidArgs) -> anyhow::Result<()> {
     let ex = load_extractor(&args.features, &device)?;
     let mut sets = Vec::new();
     for (name, spec) in [("--a", &args.a), ("--b", &args.b)] {
-        let input = eval::resolve(spec).with_context(|| format!("{name}"))?;
+        let input = eval::resolve(spec).context(name)?;
         let kind = input.kind();
         let (s, n) = eval::to_stats(input, ex.as_ref(), &device, &format!("{name} {spec}"))?;
         sets.push((

@@ -36,9 +36,9 @@ pub struct TrainFeaturesArgs {
     /// Checkpoint to write (safetensors); the sidecar goes to the same path with extension .json.
     #[arg(long, value_name = "CKPT.safetensors")]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 2)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
