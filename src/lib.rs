@@ -3,7 +3,10 @@
 //! - [`reference`]: exact f64 math on ndarray (the truth).
 //! - [`accel`]: the candle backend (f32, CPU or CUDA).
 //! - [`npy`]: `.npy` I/O with clear errors.
+//! - [`data`]: datasets (Fashion-MNIST, CIFAR-10, image folders, .npy) as rows of [0, 1] pixels.
 //! - [`bridge`]: moving arrays between the two backends.
+//! - [`eval`]: evaluation inputs (statistics, features, images) and feature extractors.
+//! - [`stats`]: `mu`/`sigma` statistics `.npz` files (pytorch-fid / clean-fid compatible).
 //! - [`cli`]: the `msd` command line.
 
 // See reference/src/lib.rs: every artifact must link OpenBLAS.
@@ -14,4 +17,7 @@ pub use msd_reference as reference;
 
 pub mod bridge;
 pub mod cli;
+pub mod data;
+pub mod eval;
 pub mod npy;
+pub mod stats;

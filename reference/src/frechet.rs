@@ -212,6 +212,30 @@ mod tests {
     }
 
     #[test]
+    fn equal_rank_deficient_covariances_leave_the_mean_term() {
+        // 20 samples in d = 512 (the FID regime of few samples, large d): Σ has rank 19. With Σ₁ = Σ₂ the
+        // trace terms cancel exactly in exact arithmetic, so d² = ‖μ₁ − μ₂‖². Round-off on the ~493 zero
+        // eigenvalues is ~u·‖Σ‖ each, and their square roots add up to ~d·√(u·‖Σ‖): the tolerance.
+        let (mu, sigma) = stats(&random(20, 512, 7));
+        let mu2 = &mu + 0.1;
+        let want = 512.0 * 0.01;
+        let got = frechet_distance(mu.view(), sigma.view(), mu2.view(), sigma.view()).unwrap();
+        let tol = 512.0 * (f64::EPSILON * sigma.diag().sum()).sqrt();
+        assert!(
+            got.is_finite() && (got - want).abs() < tol,
+            "{got} vs {want} (tol {tol})"
+        );
+        // Different rank-deficient covariances: finite, non-negative, symmetric to the same tolerance.
+        let (mu3, sigma3) = stats(&random(20, 512, 8));
+        let a = frechet_distance(mu.view(), sigma.view(), mu3.view(), sigma3.view()).unwrap();
+        let b = frechet_distance(mu3.view(), sigma3.view(), mu.view(), sigma.view()).unwrap();
+        assert!(
+            a.is_finite() && a > 0.0 && (a - b).abs() < 2.0 * tol,
+            "{a} vs {b}"
+        );
+    }
+
+    #[test]
     fn running_statistics_equal_one_batch() {
         let x = random(101, 5, 4);
         let whole = stats(&x);

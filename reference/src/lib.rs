@@ -11,6 +11,7 @@
 //!   and the reference plan executor.
 //! - [`stage`]: stage partitions and the per-stage NFE of a plan.
 //! - [`frechet`]: the Fréchet (FID) distance of two Gaussians and running feature statistics.
+//! - [`prdc`]: k-NN precision/recall (Kynkäänniemi et al.) and density/coverage (Naeem et al.).
 
 // ndarray-linalg switches on ndarray's `blas` feature for the whole build, so every artifact must link
 // OpenBLAS: this keeps the link in the rlib.
@@ -18,6 +19,7 @@ use ndarray_linalg as _;
 
 pub mod denoiser;
 pub mod frechet;
+pub mod prdc;
 pub mod schedule;
 pub mod solver;
 pub mod stage;

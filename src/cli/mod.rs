@@ -4,7 +4,10 @@ mod denoise;
 mod plan;
 mod sample;
 mod model_info;
+mod fid;
+mod prdc;
 mod schedule;
+mod train_features;
 
 use clap::{Parser, Subcommand};
 
@@ -12,7 +15,10 @@ pub use denoise::DenoiseArgs;
 pub use plan::{PlanArgs, PlanCmdArgs};
 pub use sample::SampleArgs;
 pub use model_info::ModelInfoArgs;
+pub use fid::{FidArgs, FidStatsArgs};
+pub use prdc::PrdcArgs;
 pub use schedule::{ScheduleArgs, ScheduleKind, ScheduleParams};
+pub use train_features::TrainFeaturesArgs;
 
 /// Multistage diffusion models (CVPR 2024): exact reference math, a candle backend, and tools.
 ///
@@ -39,6 +45,15 @@ pub enum Command {
     Sample(SampleArgs),
     /// Parameters and GFLOPs per stage of a multistage U-Net (preset or TOML config), as a table or JSON.
     ModelInfo(ModelInfoArgs),
+    /// Fréchet distance (FID) between two sets: images through a feature extractor, features, or
+    /// mu/sigma statistics files.
+    Fid(FidArgs),
+    /// Write the mu/sigma statistics (.npz, pytorch-fid/clean-fid format) of a set.
+    FidStats(FidStatsArgs),
+    /// k-NN precision and recall (Kynkäänniemi et al., k = 3), with density and coverage.
+    Prdc(PrdcArgs),
+    /// Train the Fashion-MNIST feature classifier used for FID-style distances on 28x28 grey images.
+    TrainFeatures(TrainFeaturesArgs),
 }
 
 /// Runs one parsed command line.
@@ -49,5 +64,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(args) => plan::run(&args),
         Command::Sample(args) => sample::run(&args),
         Command::ModelInfo(args) => model_info::run(&args),
+        Command::Fid(args) => fid::run_fid(&args),
+        Command::FidStats(args) => fid::run_fid_stats(&args),
+        Command::Prdc(args) => prdc::run(&args),
+        Command::TrainFeatures(args) => train_features::run(&args),
     }
 }

@@ -1,0 +1,328 @@
+//! Evaluation inputs and feature extractors, shared by `msd fid`, `msd fid-stats` and `msd prdc`.
+//!
+//! An evaluation SPEC names one of:
+//! - a statistics file: `*.npz` with `mu` and `sigma` (pytorch-fid / clean-fid), or `stats:FILE`;
+//! - features: a 2-D `.npy` (N × d, float32/float64), or `features:FILE` to insist;
+//! - images: a 3-D or 4-D `.npy` (N × H × W or N × C × H × W; uint8 is divided by 255, floats must be in
+//!   [0, 1]), an image folder (PNG/JPEG), or any dataset spec of `msd::data` (`fashion-mnist:test`,
+//!   `cifar10:DIR`, `images:DIR`, `npy:FILE`). Images need a feature extractor (`--features`).
+//!
+//! Feature extractors (`--features`): `inception:WEIGHTS.safetensors` (the FID Inception-v3, 2048-d pool3;
+//! see `scripts/convert_inception_weights.py`) or `fmnist:CKPT.safetensors` (the 128-d penultimate layer of
+//! the classifier `msd train-features` trains).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{bail, Context};
+use candle_core::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{Array2, ArrayView2};
+
+use crate::accel::fmnist_features::{self, FmnistNet};
+use crate::accel::inception::{self, FidInception};
+use crate::data::{self, DataSpec, Dataset, LoadOptions};
+use crate::reference::frechet::RunningStats;
+use crate::stats::{self, FeatureStats};
+use crate::{bridge, npy};
+
+/// Which network turns images into features.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeatureSpec {
+    Inception(PathBuf),
+    Fmnist(PathBuf),
+}
+
+impl FromStr for FeatureSpec {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("inception", p)) if !p.is_empty() => Ok(Self::Inception(PathBuf::from(p))),
+            Some(("fmnist", p)) if !p.is_empty() => Ok(Self::Fmnist(PathBuf::from(p))),
+            _ => bail!(
+                "bad --features {s:?}: expected inception:WEIGHTS.safetensors or fmnist:CKPT.safetensors"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for FeatureSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Inception(p) => write!(f, "inception:{}", p.display()),
+            Self::Fmnist(p) => write!(f, "fmnist:{}", p.display()),
+        }
+    }
+}
+
+/// A loaded feature extractor.
+#[derive(Debug)]
+pub enum Extractor {
+    Inception(Box<FidInception>),
+    Fmnist(FmnistNet),
+}
+
+/// The JSON sidecar `msd train-features` writes beside its checkpoint (`CKPT.json` for `CKPT.safetensors`).
+pub fn sidecar_path(ckpt: &Path) -> PathBuf {
+    ckpt.with_extension("json")
+}
+
+impl Extractor {
+    pub fn load(spec: &FeatureSpec, device: &Device) -> anyhow::Result<Self> {
+        Ok(match spec {
+            FeatureSpec::Inception(p) => {
+                Self::Inception(Box::new(FidInception::from_safetensors(p, device)?))
+            }
+            FeatureSpec::Fmnist(p) => {
+                let side = sidecar_path(p);
+                if side.exists() {
+                    let text = std::fs::read_to_string(&side)
+                        .with_context(|| format!("{}: cannot read", side.display()))?;
+                    let v: serde_json::Value = serde_json::from_str(&text)
+                        .with_context(|| format!("{}: not JSON", side.display()))?;
+                    let arch = v.get("arch").and_then(|a| a.as_str()).unwrap_or("(none)");
+                    if arch != fmnist_features::ARCH {
+                        bail!(
+                            "{}: checkpoint architecture {arch:?}, this msd reads {:?}",
+                            side.display(),
+                            fmnist_features::ARCH
+                        );
+                    }
+                }
+                Self::Fmnist(FmnistNet::from_safetensors(p, device)?)
+            }
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        match self {
+            Self::Inception(_) => inception::FEATURE_DIM,
+            Self::Fmnist(_) => fmnist_features::FEATURE_DIM,
+        }
+    }
+
+    /// Images per forward pass (bounded memory: Inception activations at 299² are ~30 MB per image).
+    pub fn batch_size(&self) -> usize {
+        match self {
+            Self::Inception(_) => 16,
+            Self::Fmnist(_) => 512,
+        }
+    }
+
+    /// Features of a batch of image rows (B × C·H·W, [0, 1]) as f64 rows.
+    pub fn features(
+        &self,
+        rows: ArrayView2<f32>,
+        chw: (usize, usize, usize),
+        device: &Device,
+    ) -> anyhow::Result<Array2<f64>> {
+        let (c, h, w) = chw;
+        let b = rows.nrows();
+        let v: Vec<f32> = rows.iter().cloned().collect();
+        let x = Tensor::from_vec(v, (b, c, h, w), device)?;
+        let f = match self {
+            Self::Inception(net) => net.features(&x)?,
+            Self::Fmnist(net) => net.features(&x)?,
+        };
+        Ok(bridge::to_array(&f)?)
+    }
+
+    /// Runs the extractor over every image of `data` in batches, calling `sink` with each batch's
+    /// features; a progress bar on stderr counts images.
+    pub fn for_each_batch(
+        &self,
+        data: &Dataset,
+        device: &Device,
+        mut sink: impl FnMut(Array2<f64>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let n = data.len();
+        let bar = progress(n as u64, "features");
+        let step = self.batch_size();
+        let mut lo = 0;
+        while lo < n {
+            let hi = (lo + step).min(n);
+            let rows = data.images.slice(ndarray::s![lo..hi, ..]);
+            let f = self.features(rows, (data.channels, data.height, data.width), device)?;
+            if f.iter().any(|v| !v.is_finite()) {
+                bail!("the feature extractor produced a non-finite value (images {lo}..{hi})");
+            }
+            sink(f)?;
+            bar.inc((hi - lo) as u64);
+            lo = hi;
+        }
+        bar.finish_and_clear();
+        Ok(())
+    }
+
+    /// All features of `data` (N × dim).
+    pub fn all_features(&self, data: &Dataset, device: &Device) -> anyhow::Result<Array2<f64>> {
+        let mut out = Array2::zeros((0, self.dim()));
+        self.for_each_batch(data, device, |f| {
+            out.append(ndarray::Axis(0), f.view())?;
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Mean and covariance of the features of `data`, accumulated batch by batch in f64.
+    pub fn stats(&self, data: &Dataset, device: &Device) -> anyhow::Result<(FeatureStats, u64)> {
+        let mut rs = RunningStats::new(self.dim());
+        self.for_each_batch(data, device, |f| Ok(rs.update(f.view())?))?;
+        let sigma = rs.covariance()?;
+        Ok((
+            FeatureStats {
+                mu: rs.mean().clone(),
+                sigma,
+            },
+            rs.count(),
+        ))
+    }
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal, as indicatif does).
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{elapsed_precise}] {bar:30} {pos}/{len} ({per_sec})")
+            .expect("valid template"),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// What an evaluation SPEC resolved to.
+#[derive(Debug)]
+pub enum Input {
+    Stats(FeatureStats),
+    Features(Array2<f64>),
+    Images(Dataset),
+}
+
+impl Input {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Stats(_) => "stats",
+            Self::Features(_) => "features",
+            Self::Images(_) => "images",
+        }
+    }
+}
+
+fn has_ext(p: &Path, ext: &str) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext))
+}
+
+fn load_images(spec: &DataSpec) -> anyhow::Result<Input> {
+    Ok(Input::Images(data::load(spec, &LoadOptions::default())?))
+}
+
+/// Reads an N × d feature matrix from a 2-D `.npy`.
+fn load_features(path: &Path) -> anyhow::Result<Input> {
+    let (a, _) = npy::read_f64(path)?;
+    if a.ndim() != 2 {
+        bail!(
+            "{}: features must be an N x d array, got shape {:?}",
+            path.display(),
+            a.shape()
+        );
+    }
+    let (m, _) = npy::read_matrix(path)?;
+    Ok(Input::Features(m))
+}
+
+/// Resolves an evaluation SPEC (see the module documentation).
+pub fn resolve(spec: &str) -> anyhow::Result<Input> {
+    if let Some(p) = spec.strip_prefix("stats:") {
+        return Ok(Input::Stats(stats::read_npz(Path::new(p))?));
+    }
+    if let Some(p) = spec.strip_prefix("features:") {
+        return load_features(Path::new(p));
+    }
+    let path = Path::new(spec);
+    if has_ext(path, "npz") {
+        return Ok(Input::Stats(stats::read_npz(path)?));
+    }
+    if has_ext(path, "npy") {
+        let (a, _) = npy::read_f64(path)?;
+        return match a.ndim() {
+            2 => load_features(path),
+            3 | 4 => load_images(&DataSpec::Npy {
+                path: path.to_path_buf(),
+            }),
+            _ => bail!(
+                "{spec}: a .npy SPEC is N x d features or N x [C x] H x W images, got shape {:?}",
+                a.shape()
+            ),
+        };
+    }
+    if path.is_dir() {
+        return load_images(&DataSpec::Images {
+            dir: path.to_path_buf(),
+        });
+    }
+    match DataSpec::from_str(spec) {
+        Ok(ds) => load_images(&ds),
+        Err(_) if !path.exists() && !spec.contains(':') => bail!("{spec}: no such file or directory"),
+        Err(_) => bail!(
+            "{spec}: not a statistics .npz, a features/images .npy, an image folder or a dataset spec ({})",
+            data::DATA_SPEC_HELP
+        ),
+    }
+}
+
+/// Statistics of a resolved input; images go through `extractor`. Returns the count of samples where known.
+pub fn to_stats(
+    input: Input,
+    extractor: Option<&Extractor>,
+    device: &Device,
+    name: &str,
+) -> anyhow::Result<(FeatureStats, Option<u64>)> {
+    match input {
+        Input::Stats(s) => Ok((s, None)),
+        Input::Features(f) => {
+            let mut rs = RunningStats::new(f.ncols());
+            rs.update(f.view())
+                .with_context(|| format!("{name}: features"))?;
+            let sigma = rs
+                .covariance()
+                .with_context(|| format!("{name}: features"))?;
+            Ok((
+                FeatureStats {
+                    mu: rs.mean().clone(),
+                    sigma,
+                },
+                Some(rs.count()),
+            ))
+        }
+        Input::Images(d) => {
+            let ex = extractor.with_context(|| {
+                format!("{name} holds images: pass --features inception:WEIGHTS.safetensors or fmnist:CKPT.safetensors")
+            })?;
+            let (s, n) = ex.stats(&d, device).with_context(|| name.to_string())?;
+            Ok((s, Some(n)))
+        }
+    }
+}
+
+/// Features of a resolved input (statistics are refused: k-NN metrics need the samples).
+pub fn to_features(
+    input: Input,
+    extractor: Option<&Extractor>,
+    device: &Device,
+    name: &str,
+) -> anyhow::Result<Array2<f64>> {
+    match input {
+        Input::Stats(_) => bail!(
+            "{name} is a statistics file: precision/recall need the feature vectors, not mu/sigma"
+        ),
+        Input::Features(f) => Ok(f),
+        Input::Images(d) => {
+            let ex = extractor.with_context(|| {
+                format!("{name} holds images: pass --features inception:WEIGHTS.safetensors or fmnist:CKPT.safetensors")
+            })?;
+            ex.all_features(&d, device)
+                .with_context(|| name.to_string())
+        }
+    }
+}
