@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages msd builds against (idempotent; as root on Debian, or with sudo).
 set -euo pipefail
-pkgs=(libopenblas-dev pkg-config)
+# dataset-fashion-mnist: the real-data test of src/data reads /usr/share/datasets/fashion-mnist.
+pkgs=(libopenblas-dev pkg-config dataset-fashion-mnist)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -3,6 +3,7 @@
 //! - [`reference`]: exact f64 math on ndarray (the truth).
 //! - [`accel`]: the candle backend (f32, CPU or CUDA).
 //! - [`npy`]: `.npy` I/O with clear errors.
+//! - [`data`]: datasets (Fashion-MNIST, CIFAR-10, image folders, .npy) as rows of [0, 1] pixels.
 //! - [`bridge`]: moving arrays between the two backends.
 //! - [`cli`]: the `msd` command line.
 
@@ -14,4 +15,5 @@ pub use msd_reference as reference;
 
 pub mod bridge;
 pub mod cli;
+pub mod data;
 pub mod npy;
