@@ -1,10 +1,13 @@
 //! The `msd` command line: clap definitions and dispatch. Each subcommand is a thin layer over library calls.
 
+mod cluster;
+mod cluster_plot;
 mod denoise;
 mod schedule;
 
 use clap::{Parser, Subcommand};
 
+pub use cluster::{ClusterArgs, DataArgs};
 pub use denoise::DenoiseArgs;
 pub use schedule::{ScheduleArgs, ScheduleKind, ScheduleParams};
 
@@ -26,6 +29,8 @@ pub enum Command {
     Schedule(ScheduleArgs),
     /// Evaluate the Proposition 1 optimal denoiser of a dataset (.npy, N x d) at queries (.npy, B x d).
     Denoise(DenoiseArgs),
+    /// Choose stage boundaries: the optimal-denoiser clustering (Algorithms 1 and 2) or a Table-4 baseline.
+    Cluster(ClusterArgs),
 }
 
 /// Runs one parsed command line.
@@ -33,5 +38,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Schedule(args) => schedule::run(&args),
         Command::Denoise(args) => denoise::run(&args),
+        Command::Cluster(args) => cluster::run(&args),
     }
 }
