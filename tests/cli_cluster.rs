@@ -222,6 +222,57 @@ fn algorithm1_and_2_end_to_end() {
     assert_eq!(s[3][7], s[7][3]);
     assert_eq!(s[5][5], 1.0);
     assert!(std::fs::read_to_string(&heat).unwrap().contains("<svg"));
+    // The matrix saved by one run gives the same boundaries without the data, and serves other stage counts.
+    let saved = dir.path().join("s.npy");
+    let base = [
+        "cluster",
+        "--data",
+        &data,
+        "--samples",
+        "8",
+        "--grid-step",
+        "0.05",
+        "--seed",
+        "5",
+        "--json",
+    ];
+    let first = json_ok(
+        &[
+            &base[..],
+            &[
+                "--stages",
+                "4",
+                "--save-similarity",
+                saved.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    let reuse = [
+        "cluster",
+        "--grid-step",
+        "0.05",
+        "--json",
+        "--similarity",
+        saved.to_str().unwrap(),
+    ];
+    let second = json_ok(&[&reuse[..], &["--stages", "4"]].concat());
+    assert_eq!(first["boundaries"], second["boundaries"]);
+    assert_eq!(first["similarity"], second["similarity"]);
+    let five = json_ok(&[&reuse[..], &["--stages", "5"]].concat());
+    assert_eq!(floats(&five["boundaries"]).len(), 4);
+    fails_with(
+        &[
+            "cluster",
+            "--grid-step",
+            "0.1",
+            "--stages",
+            "4",
+            "--similarity",
+            saved.to_str().unwrap(),
+        ],
+        "11 times",
+    );
 }
 
 #[test]

@@ -169,6 +169,13 @@ pub struct ClusterArgs {
     /// gradient baseline: the G x G affinity matrix (.npy).
     #[arg(long, value_name = "A.npy")]
     pub gradient: Option<PathBuf>,
+    /// Algorithm 2: write the similarity matrix (G x G float64 .npy) for later runs.
+    #[arg(long, value_name = "S.npy")]
+    pub save_similarity: Option<PathBuf>,
+    /// Algorithm 2: read the similarity matrix from an earlier --save-similarity (same --grid-step/--t-min)
+    /// instead of computing it; --data is then not needed.
+    #[arg(long, value_name = "S.npy", conflicts_with = "save_similarity")]
+    pub similarity: Option<PathBuf>,
     /// Noise schedule of the clustering.
     #[arg(long, value_enum, default_value_t = ScheduleKind::VpLinear)]
     pub schedule: ScheduleKind,
@@ -404,6 +411,26 @@ fn run_optimal(
     } else {
         vec![]
     };
+    if algorithm == 2 {
+        if let Some(path) = &args.similarity {
+            let (sim, _) = crate::npy::read_matrix(path)?;
+            if sim.dim() != (grid.len(), grid.len()) {
+                bail!(
+                    "{}: a {} x {} matrix, but the grid (step {}, from {}) has {} times",
+                    path.display(),
+                    sim.nrows(),
+                    sim.ncols(),
+                    args.grid_step,
+                    args.t_min,
+                    grid.len()
+                );
+            }
+            r.algorithm = Some(2);
+            return finish_alg2(args, sim, grid, r);
+        }
+    } else if args.similarity.is_some() || args.save_similarity.is_some() {
+        bail!("--similarity/--save-similarity belong to Algorithm 2 (--stages other than 3, or --algorithm 2)");
+    }
     let (spec, ds) = args.data.load()?;
     let data = ds.to_f64();
     let den = OptimalDenoiser::new(data.view())?;
@@ -463,22 +490,36 @@ fn run_optimal(
         })?;
         pb.finish_and_clear();
         r.gflops = Some(den.flops(cfg.draws * grid.len()) / t0.elapsed().as_secs_f64() / 1e9);
-        let objective = match args.objective {
-            ObjectiveArg::Paper => Objective::Paper,
-            ObjectiveArg::Authors => Objective::Authors,
-        };
-        let res = optimal::segment_similarity(sim.view(), &grid, args.stages, objective)?;
-        if let Some(p) = &args.plot {
-            super::cluster_plot::plot_alg2(p, &sim, &grid, &res.boundaries)?;
-        }
         r.samples = Some(cfg.draws);
-        r.boundaries = res.boundaries;
-        r.start_indices = Some(res.start_indices);
-        r.objective = Some(objective);
-        r.objective_value = Some(res.objective);
-        r.similarity = Some(sim.rows().into_iter().map(|row| row.to_vec()).collect());
-        r.grid = Some(grid);
+        if let Some(path) = &args.save_similarity {
+            crate::npy::write_f64(path, &sim)?;
+        }
+        finish_alg2(args, sim, grid, r)?;
     }
+    Ok(())
+}
+
+/// Algorithm 2 after the similarity matrix: the exact DP, the plot, the report.
+fn finish_alg2(
+    args: &ClusterArgs,
+    sim: ndarray::Array2<f64>,
+    grid: Vec<f64>,
+    r: &mut ClusterReport,
+) -> anyhow::Result<()> {
+    let objective = match args.objective {
+        ObjectiveArg::Paper => Objective::Paper,
+        ObjectiveArg::Authors => Objective::Authors,
+    };
+    let res = optimal::segment_similarity(sim.view(), &grid, args.stages, objective)?;
+    if let Some(p) = &args.plot {
+        super::cluster_plot::plot_alg2(p, &sim, &grid, &res.boundaries)?;
+    }
+    r.boundaries = res.boundaries;
+    r.start_indices = Some(res.start_indices);
+    r.objective = Some(objective);
+    r.objective_value = Some(res.objective);
+    r.similarity = Some(sim.rows().into_iter().map(|row| row.to_vec()).collect());
+    r.grid = Some(grid);
     Ok(())
 }
 
