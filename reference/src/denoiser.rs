@@ -16,7 +16,7 @@
 //! - The per-row softmax update runs on all cores (rayon); the GEMMs use BLAS's own threads.
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array1, Array2, ArrayView2, Axis, Zip};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
 use thiserror::Error;
 
 use crate::schedule::{Schedule, ScheduleError};
@@ -219,7 +219,27 @@ impl<'a> OptimalDenoiser<'a> {
         x: ArrayView2<f64>,
         level: NoiseLevel,
     ) -> Result<Array2<f64>, DenoiserError> {
-        let level = NoiseLevel::new(level.alpha, level.sigma)?;
+        self.posterior_mean_per_row(x, &vec![level; x.nrows()])
+    }
+
+    /// The posterior mean of each row of `x` at its own noise level: row b uses `levels[b]`. The distance
+    /// GEMM does not depend on the level, so a batch of queries at different times (Algorithm 1's t_k) costs
+    /// the same as a batch at one time.
+    pub fn posterior_mean_per_row(
+        &self,
+        x: ArrayView2<f64>,
+        levels: &[NoiseLevel],
+    ) -> Result<Array2<f64>, DenoiserError> {
+        for l in levels {
+            NoiseLevel::new(l.alpha, l.sigma)?;
+        }
+        if levels.len() != x.nrows() {
+            return Err(DenoiserError::DimensionMismatch {
+                what: "the list of noise levels",
+                got: levels.len(),
+                expected: x.nrows(),
+            });
+        }
         if x.ncols() != self.dim() {
             return Err(DenoiserError::DimensionMismatch {
                 what: "the queries",
@@ -233,7 +253,7 @@ impl<'a> OptimalDenoiser<'a> {
         while start < x.nrows() {
             let end = (start + self.query_block).min(x.nrows());
             let block = x.slice(s![start..end, ..]);
-            let mean = self.block_posterior_mean(block, level);
+            let mean = self.block_posterior_mean(block, &levels[start..end]);
             out.slice_mut(s![start..end, ..]).assign(&mean);
             start = end;
         }
@@ -245,9 +265,8 @@ impl<'a> OptimalDenoiser<'a> {
 
     /// One query block: stream over data chunks with a running max, a running weight sum and a running
     /// weighted sum of data rows.
-    fn block_posterior_mean(&self, x: ArrayView2<f64>, level: NoiseLevel) -> Array2<f64> {
+    fn block_posterior_mean(&self, x: ArrayView2<f64>, levels: &[NoiseLevel]) -> Array2<f64> {
         let (b, d) = x.dim();
-        let (alpha, inv_var) = (level.alpha, 1.0 / (level.sigma * level.sigma));
         // BLAS wants contiguous operands; a block of a standard-layout array already is one.
         let x = x.as_standard_layout();
         let mut run_max = Array1::from_elem(b, f64::NEG_INFINITY);
@@ -266,7 +285,9 @@ impl<'a> OptimalDenoiser<'a> {
                 .and(&mut run_max)
                 .and(&mut run_sum)
                 .and(acc.rows_mut())
-                .par_for_each(|mut row, m, sum, mut acc_row| {
+                .and(ArrayView1::from(levels))
+                .par_for_each(|mut row, m, sum, mut acc_row, level| {
+                    let (alpha, inv_var) = (level.alpha, 1.0 / (level.sigma * level.sigma));
                     let mut chunk_max = f64::NEG_INFINITY;
                     for (r, &yy) in row.iter_mut().zip(y_sq.iter()) {
                         *r = alpha * *r - 0.5 * alpha * alpha * yy;

@@ -17,6 +17,7 @@
 // OpenBLAS: this keeps the link in the rlib.
 use ndarray_linalg as _;
 
+pub mod cluster;
 pub mod denoiser;
 pub mod frechet;
 pub mod prdc;

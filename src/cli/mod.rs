@@ -1,22 +1,25 @@
 //! The `msd` command line: clap definitions and dispatch. Each subcommand is a thin layer over library calls.
 
+mod cluster;
+mod cluster_plot;
 mod denoise;
-mod plan;
-mod sample;
-mod model_info;
 mod fid;
+mod model_info;
+mod plan;
 mod prdc;
+mod sample;
 mod schedule;
 mod train_features;
 
 use clap::{Parser, Subcommand};
 
+pub use cluster::{ClusterArgs, DataArgs};
 pub use denoise::DenoiseArgs;
-pub use plan::{PlanArgs, PlanCmdArgs};
-pub use sample::SampleArgs;
-pub use model_info::ModelInfoArgs;
 pub use fid::{FidArgs, FidStatsArgs};
+pub use model_info::ModelInfoArgs;
+pub use plan::{PlanArgs, PlanCmdArgs};
 pub use prdc::PrdcArgs;
+pub use sample::SampleArgs;
 pub use schedule::{ScheduleArgs, ScheduleKind, ScheduleParams};
 pub use train_features::TrainFeaturesArgs;
 
@@ -54,6 +57,8 @@ pub enum Command {
     Prdc(PrdcArgs),
     /// Train the Fashion-MNIST feature classifier used for FID-style distances on 28x28 grey images.
     TrainFeatures(TrainFeaturesArgs),
+    /// Choose stage boundaries: the optimal-denoiser clustering (Algorithms 1 and 2) or a Table-4 baseline.
+    Cluster(ClusterArgs),
 }
 
 /// Runs one parsed command line.
@@ -68,5 +73,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::FidStats(args) => fid::run_fid_stats(&args),
         Command::Prdc(args) => prdc::run(&args),
         Command::TrainFeatures(args) => train_features::run(&args),
+        Command::Cluster(args) => cluster::run(&args),
     }
 }
