@@ -170,3 +170,101 @@ fn errors_are_clean() {
         "weights",
     );
 }
+
+/// `--plan` routes the evaluation points of a `msd plan --json` file with the model's own boundaries:
+/// the 20-NFE DPM-Solver-3 plan at the paper's split gives the notes' 12/2/6 NFE split, and the EDM Heun
+/// plan 18/4/13 (both derived by the sampler code, not written here).
+#[test]
+fn plan_json_gives_nfe_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = |name: &str, args: &[&str]| {
+        let o = msd(args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let p = dir.path().join(name);
+        std::fs::write(&p, &o.stdout).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let dpm = plan(
+        "dpm.json",
+        &[
+            "plan",
+            "--solver",
+            "dpm-solver",
+            "--order",
+            "3",
+            "--method",
+            "singlestep",
+            "--skip",
+            "logsnr",
+            "--nfe",
+            "20",
+            "--t-end",
+            "1e-4",
+            "--boundaries",
+            "0.4420,0.6308",
+            "--json",
+        ],
+    );
+    let v = json(&[
+        "model-info",
+        "--preset",
+        "cifar10-ncsnpp-multistage",
+        "--plan",
+        &dpm,
+        "--json",
+    ]);
+    let w: Vec<f64> = v["weighted"]["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let expect = [12.0 / 20.0, 2.0 / 20.0, 6.0 / 20.0];
+    for (a, b) in w.iter().zip(expect) {
+        assert!((a - b).abs() < 1e-12, "{w:?}");
+    }
+    // 0.6·29.945 + 0.1·17.647 + 0.3·6.310 (the paper's per-stage GFLOPs).
+    let g = v["weighted"]["paper_gmacs"].as_f64().unwrap();
+    assert!((g - 21.625).abs() < 0.01, "{g}");
+
+    let heun = plan(
+        "heun.json",
+        &[
+            "plan",
+            "--solver",
+            "heun",
+            "--steps",
+            "18",
+            "--sigma-boundaries",
+            "2.5103,7.6577",
+            "--json",
+        ],
+    );
+    let v = json(&[
+        "model-info",
+        "--preset",
+        "cifar10-ddpmpp-edm-multistage",
+        "--plan",
+        &heun,
+        "--json",
+    ]);
+    let w = v["weighted"]["weights"].as_array().unwrap();
+    assert!(
+        (w[0].as_f64().unwrap() - 18.0 / 35.0).abs() < 1e-12,
+        "{w:?}"
+    );
+    assert!(
+        (w[2].as_f64().unwrap() - 13.0 / 35.0).abs() < 1e-12,
+        "{w:?}"
+    );
+
+    // A sigma-axis plan cannot weight a model conditioned on VP time.
+    let o = msd(&[
+        "model-info",
+        "--preset",
+        "cifar10-ncsnpp-multistage",
+        "--plan",
+        &heun,
+    ]);
+    assert_clean_error(&o, "cannot be routed");
+}

@@ -26,8 +26,14 @@ pub struct ModelInfoArgs {
     #[arg(long)]
     pub ldm_attention_quirk: bool,
     /// Weight the per-stage costs by these NFE counts (e.g. 12,2,6 for the 20-step DPM-Solver-3 split).
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["stage_weights", "interval_weights"])]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["stage_weights", "interval_weights", "plan"])]
     pub nfe_per_stage: Option<Vec<f64>>,
+    /// Weight the per-stage costs by the NFE split of a sampler plan: the JSON written by
+    /// `msd plan --json`. Its evaluation points are routed with this model's own boundaries (t for
+    /// NCSN++ with a VP-time plan, sigma for DDPM++/EDM with an euler/heun plan, network steps for LDM
+    /// with a `--schedule ldm` plan).
+    #[arg(long, value_name = "PLAN.json", conflicts_with_all = ["stage_weights", "interval_weights"])]
+    pub plan: Option<PathBuf>,
     /// Weight the per-stage costs by these weights (normalised to sum 1), e.g. 0.45,0.15,0.40.
     #[arg(long, value_delimiter = ',', conflicts_with = "interval_weights")]
     pub stage_weights: Option<Vec<f64>>,
@@ -40,6 +46,45 @@ pub struct ModelInfoArgs {
     /// Print the resolved config as TOML (a template for --config) and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// The evaluation points of a `msd plan --json` file, in the model's own time unit, counted per stage of
+/// the model. Fails when the plan's axis is not the one the model's family is conditioned on.
+fn plan_nfe_per_stage(path: &std::path::Path, model: &MultistageUNet) -> anyhow::Result<Vec<f64>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not the JSON of `msd plan --json`", path.display()))?;
+    let solver = v["solver"].as_str().unwrap_or("");
+    let sigma_axis = matches!(solver, "euler" | "heun");
+    let discrete = v.get("model_steps").is_some();
+    let family = model.config().family_name();
+    let key = match (family, sigma_axis, discrete) {
+        ("ncsnpp", false, false) => "times",
+        ("ddpmpp", true, _) => "times",
+        ("ldm", _, true) => "model_steps",
+        _ => bail!(
+            "{}: a {solver:?} plan on the {} axis cannot be routed by a {family} model \
+             (ncsnpp takes VP-time plans, ddpmpp euler/heun sigma plans, ldm `--schedule ldm` plans)",
+            path.display(),
+            if sigma_axis { "sigma" } else if discrete { "discrete-step" } else { "time" }
+        ),
+    };
+    let points = v[key]
+        .as_array()
+        .with_context(|| format!("{}: no {key:?} array", path.display()))?;
+    let mut counts = vec![0.0; model.num_stages()];
+    for p in points {
+        let t = p
+            .as_f64()
+            .filter(|t| t.is_finite())
+            .with_context(|| format!("{}: {key:?} holds a non-number", path.display()))?;
+        counts[model.stage_of(t)] += 1.0;
+    }
+    if points.is_empty() {
+        bail!("{}: the plan has no evaluations", path.display());
+    }
+    Ok(counts)
 }
 
 fn group(n: u64) -> String {
@@ -94,6 +139,11 @@ pub fn run(args: &ModelInfoArgs) -> anyhow::Result<()> {
     let n = info.stages.len();
     let weights = if let Some(w) = &args.nfe_per_stage {
         Some(("NFE per stage", w.clone()))
+    } else if let Some(path) = &args.plan {
+        Some((
+            "NFE per stage of the plan",
+            plan_nfe_per_stage(path, &model)?,
+        ))
     } else if let Some(w) = &args.stage_weights {
         Some(("stage weights", w.clone()))
     } else if args.interval_weights {
