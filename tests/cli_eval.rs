@@ -374,3 +374,27 @@ fn train_features_then_fid_and_prdc_with_the_checkpoint() {
         "28 x 28",
     );
 }
+
+/// Statistics files written by numpy itself (the pytorch-fid / clean-fid layout: `np.savez_compressed(mu=,
+/// sigma=)`, and an uncompressed float32 variant); the expected values are the ones given to numpy
+/// (tests/fixtures/README.md).
+#[test]
+fn numpy_written_stats_are_read() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mu = [0.5, -1.25, 3.0];
+    let sigma = [[2.0, 0.5, 0.0], [0.5, 1.0, 0.25], [0.0, 0.25, 3.0]];
+    for name in ["numpy-stats-f64-compressed.npz", "numpy-stats-f32.npz"] {
+        let st = msd::stats::read_npz(&fixtures.join(name)).unwrap();
+        assert_eq!(st.mu.to_vec(), mu, "{name}");
+        for (i, row) in sigma.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                assert_eq!(st.sigma[[i, j]], *v, "{name} sigma[{i},{j}]");
+            }
+        }
+    }
+    // Same statistics in both files (every value is exact in f32): the Fréchet distance is 0 to rounding.
+    let a = fixtures.join("numpy-stats-f64-compressed.npz");
+    let b = fixtures.join("numpy-stats-f32.npz");
+    let v = json(&msd(&["fid", "--a", s(&a), "--b", s(&b), "--json"]));
+    assert!(v["fid"].as_f64().unwrap().abs() < 1e-12, "{v}");
+}
