@@ -13,7 +13,6 @@
 //! `conv2.weight` (32, 16, 3, 3), `conv2.bias` (32), `fc1.weight` (128, 1568), `fc1.bias` (128),
 //! `fc2.weight` (10, 128), `fc2.bias` (10).
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -60,17 +59,11 @@ impl FmnistNet {
 
     /// Loads a checkpoint written by `msd train-features` (safetensors, names above) onto `device`.
     pub fn from_safetensors(path: &Path, device: &Device) -> Result<Self, AccelError> {
-        let tensors = candle_core::safetensors::load(path, device).map_err(|e| {
-            AccelError::Shape(format!(
-                "{}: cannot read the Fashion-MNIST feature checkpoint (safetensors): {e}",
-                path.display()
-            ))
-        })?;
-        let tensors: HashMap<String, Tensor> = tensors
-            .into_iter()
-            .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
-            .collect::<Result<_, candle_core::Error>>()?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let vb = crate::safetensors_io::f32_var_builder(
+            path,
+            device,
+            "the Fashion-MNIST feature checkpoint",
+        )?;
         Self::new(&vb).map_err(|e| {
             AccelError::Shape(format!(
                 "{}: not a Fashion-MNIST feature checkpoint ({ARCH}): {e}",

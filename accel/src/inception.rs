@@ -21,7 +21,6 @@
 //! `pt_inception-2015-12-05-6726825d.pth` to that file. Extra tensors (`fc.*`, `num_batches_tracked`) are
 //! ignored.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -419,17 +418,7 @@ impl FidInception {
     /// Loads a safetensors file of pytorch-fid's weights (converted with
     /// `scripts/convert_inception_weights.py`) onto `device`, as f32.
     pub fn from_safetensors(path: &Path, device: &Device) -> Result<Self, AccelError> {
-        let tensors = candle_core::safetensors::load(path, device).map_err(|e| {
-            AccelError::Shape(format!(
-                "{}: cannot read Inception weights (safetensors): {e}",
-                path.display()
-            ))
-        })?;
-        let tensors: HashMap<String, Tensor> = tensors
-            .into_iter()
-            .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
-            .collect::<Result<_, candle_core::Error>>()?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let vb = crate::safetensors_io::f32_var_builder(path, device, "Inception weights")?;
         Self::new(&vb).map_err(|e| {
             AccelError::Shape(format!(
                 "{}: not pytorch-fid Inception weights: {e} (convert pt_inception-2015-12-05 with \

@@ -2,6 +2,8 @@
 //! Inception block type against a direct f64 evaluation (loops over the definition, batch norm unfolded),
 //! the parameter count against torchvision's, and the whole network's shapes with random weights.
 
+use std::collections::HashMap;
+
 use super::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::StandardNormal;

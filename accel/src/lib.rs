@@ -14,6 +14,7 @@ pub mod denoiser;
 pub mod device;
 pub mod fmnist_features;
 pub mod inception;
+mod safetensors_io;
 pub mod sampler;
 pub mod unet;
 
