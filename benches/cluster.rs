@@ -71,7 +71,7 @@ fn main() {
         ..Alg1Config::default()
     };
     let t = Instant::now();
-    let res = algorithm1(&den, data.view(), &sched, &cfg, &mut |_| {}).unwrap();
+    let res = algorithm1(&den, &sched, &cfg, &mut |_| {}).unwrap();
     let secs = t.elapsed().as_secs_f64();
     let rate = den.flops(k) / secs / 1e9;
     println!(
@@ -89,7 +89,7 @@ fn main() {
     let slow = algorithm1_samples_one_at_a_time(data.view(), &sched, &slow_cfg).unwrap();
     let slow_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let fast = algorithm1_samples(&den, data.view(), &sched, &slow_cfg, &mut |_| {}).unwrap();
+    let fast = algorithm1_samples(&den, &sched, &slow_cfg, &mut |_| {}).unwrap();
     let fast_small_s = t.elapsed().as_secs_f64();
     assert_eq!(slow.len(), fast.len());
     let per_query_slow = slow_s / k_slow as f64;

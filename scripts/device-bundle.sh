@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds the CUDA binaries here (no GPU needed; see ../shared/cuda/README.md) and packs them, with the
+# Builds the CUDA binaries here (no GPU needed; see docs/conventions.md §7) and packs them, with the
 # OpenBLAS they link, into .device/bundle.tar.xz for scripts/device-check.sh on a GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(bash ../shared/cuda/setup-toolchain.sh)"
+eval "$(bash scripts/cuda-toolchain.sh)"
 export CARGO_TARGET_DIR=target-cuda
 # One cargo invocation: separate ones unify build-dependency features differently and rebuild candle's
 # CUDA kernels (~10 minutes on 2 cores) each time.

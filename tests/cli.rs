@@ -230,14 +230,39 @@ fn bad_input_gets_one_clear_line() {
 
 #[test]
 fn help_is_there_for_every_subcommand() {
-    for args in [
-        vec!["--help"],
-        vec!["schedule", "--help"],
-        vec!["denoise", "--help"],
-    ] {
-        let o = msd(&args);
-        assert!(o.status.success());
-        let text = String::from_utf8_lossy(&o.stdout);
-        assert!(text.contains("Usage: msd"), "{text}");
+    // Every subcommand the top-level help lists (and only those: a new subcommand must be added here).
+    let top = msd(&["--help"]);
+    assert!(top.status.success());
+    let text = String::from_utf8_lossy(&top.stdout);
+    let listed: Vec<&str> = text
+        .split("Commands:")
+        .nth(1)
+        .expect("a Commands: section")
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .collect();
+    let expected = [
+        "schedule",
+        "denoise",
+        "plan",
+        "sample",
+        "model-info",
+        "fid",
+        "fid-stats",
+        "prdc",
+        "train-features",
+        "cluster",
+    ];
+    assert_eq!(listed, expected, "{text}");
+    for name in expected {
+        let o = msd(&[name, "--help"]);
+        assert!(o.status.success(), "{name} --help");
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            help.contains(&format!("Usage: msd {name}")) && help.contains("Options:"),
+            "{name}: {help}"
+        );
     }
 }

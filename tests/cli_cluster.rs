@@ -46,7 +46,7 @@ fn floats(v: &Value) -> Vec<f64> {
         .collect()
 }
 
-/// VP-linear (β 0.1, 20) SNR-equivalent VE σ at t: sqrt(exp(β_d t²/2 + β_min t) − 1) (design.md §1).
+/// VP-linear (β 0.1, 20) SNR-equivalent VE σ at t: sqrt(exp(β_d t²/2 + β_min t) − 1) (docs/conventions.md §1).
 fn vp_sigma(t: f64) -> f64 {
     (0.5 * 19.9 * t * t + 0.1 * t).exp_m1().sqrt()
 }
@@ -173,9 +173,18 @@ fn algorithm1_and_2_end_to_end() {
     );
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.contains("<svg") && text.contains("t1 = "), "plot");
-    // Same seed, same result; another seed draws other samples.
-    let again = json_ok(&a1);
+    // Same seed, same result; another seed draws other samples. The draws show in the plot, whose curves
+    // are the per-bin means of S0 and S1 over the draws (the boundaries alone could coincide).
+    let svg_again = dir.path().join("s_again.svg");
+    let again = json_ok(&[&a1[..], &["--plot", svg_again.to_str().unwrap()]].concat());
     assert_eq!(again["boundaries"], v["boundaries"]);
+    assert_eq!(std::fs::read_to_string(&svg_again).unwrap(), text);
+    let svg_other = dir.path().join("s_other.svg");
+    let mut a_other = a1.to_vec();
+    a_other[6] = "4";
+    let other = json_ok(&[&a_other[..], &["--plot", svg_other.to_str().unwrap()]].concat());
+    assert_eq!(other["seed"], 4);
+    assert_ne!(std::fs::read_to_string(&svg_other).unwrap(), text);
     // Algorithm 2 on the authors' 0.05 grid: 21 nodes, boundaries of the node + 0.025 form.
     let heat = dir.path().join("h.svg");
     let v = json_ok(&[

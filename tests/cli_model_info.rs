@@ -172,8 +172,8 @@ fn errors_are_clean() {
 }
 
 /// `--plan` routes the evaluation points of a `msd plan --json` file with the model's own boundaries:
-/// the 20-NFE DPM-Solver-3 plan at the paper's split gives the notes' 12/2/6 NFE split, and the EDM Heun
-/// plan 18/4/13 (both derived by the sampler code, not written here).
+/// the 20-NFE DPM-Solver-3 plan at the paper's split gives the 12/2/6 NFE split of docs/paper-notes.md
+/// §4.1, and the EDM Heun plan 18/4/13 (both derived by the sampler code, not written here).
 #[test]
 fn plan_json_gives_nfe_weights() {
     let dir = tempfile::tempdir().unwrap();

@@ -111,7 +111,7 @@ fn plan_reproduces_the_papers_three_nfe_splits() {
     ]));
     assert_eq!(ldm["nfe"], 20);
     assert_eq!(per_stage(&ldm), vec![8, 4, 8]);
-    // Notes §4.3: the network sees steps 999, 949.05, …, 49.95.
+    // docs/paper-notes.md §4.3: the network sees steps 999, 949.05, …, 49.95.
     let steps = ldm["model_steps"].as_array().unwrap();
     assert!((steps[0].as_f64().unwrap() - 999.0).abs() < 1e-9);
     assert!((steps[19].as_f64().unwrap() - 49.95).abs() < 1e-9);

@@ -4,7 +4,7 @@
 //! Network (input B × 1 × 28 × 28 in [0, 1], scaled to [−1, 1] inside):
 //! conv 3×3 1→16 (pad 1), ReLU, avg-pool 2 → 14²; conv 3×3 16→32 (pad 1), ReLU, avg-pool 2 → 7²;
 //! flatten 1568 → linear 128, ReLU (**the features**, 128-d) → linear 10 (logits).
-//! Average pooling rather than max pooling because candle 0.11's max-pool gradient is wrong (design.md);
+//! Average pooling rather than max pooling because candle 0.11's max-pool gradient is wrong (docs/conventions.md §6);
 //! no batch norm or dropout, so the features are a deterministic function of the weights. Every op used in
 //! training (conv2d, avg-pool, ReLU, linear, log-softmax + NLL) is checked against finite differences in
 //! the tests.

@@ -17,10 +17,10 @@
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What a model evaluation must return.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Want {
     /// The noise prediction ε̂(x, t) (x = α·x₀ + σ·ε).
@@ -30,7 +30,7 @@ pub enum Want {
 }
 
 /// One model evaluation point: the schedule's time variable and the noise level there.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EvalPoint {
     /// The schedule's time: t ∈ [0, 1] for VP schedules (continuous t also for the discrete LDM schedule,
     /// whose network input is N·(t − 1/N)); σ itself for EDM.
@@ -52,7 +52,7 @@ impl EvalPoint {
 }
 
 /// One instruction of a plan.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Op {
     /// reg[dst] = model(reg[src]; at), returning `want`.

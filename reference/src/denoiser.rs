@@ -172,6 +172,11 @@ impl<'a> OptimalDenoiser<'a> {
     }
 
     /// Number of points N.
+    /// The dataset (N × d) whose posterior mean this denoiser computes.
+    pub fn data(&self) -> ArrayView2<'a, f64> {
+        self.data
+    }
+
     pub fn len(&self) -> usize {
         self.data.nrows()
     }

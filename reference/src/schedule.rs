@@ -1,6 +1,6 @@
 //! Noise schedules: x_t = α(t)·x₀ + σ(t)·ε.
 //!
-//! Conventions (`../shared/design.md` §1): continuous time t, half-log-SNR λ(t) = log α(t) − log σ(t),
+//! Conventions (docs/conventions.md §1): continuous time t, half-log-SNR λ(t) = log α(t) − log σ(t),
 //! SNR = α²/σ² = e^{2λ}. The paper writes x_t = s_t·x₀ + s_t·σ̃_t·ε, so s = α and σ̃ = σ/α = e^{−λ}; σ̃ is also
 //! the σ of a VE/EDM process with the same SNR (the paper's footnote 3).
 //!
@@ -462,7 +462,7 @@ mod tests {
         let vp = VpLinear::default();
         // The paper's footnote 3 and the EDM split: t = 0.4420 ↔ σ = 2.5103.
         assert!((vp.ve_equivalent_sigma(0.4420) - 2.5103).abs() < 5e-4);
-        // Notes §7.6: t2 = 0.6308 ↔ 7.4046 (the EDM config's 7.6577 is t ≈ 0.636).
+        // docs/paper-notes.md §1.6: t2 = 0.6308 ↔ 7.4046 (the EDM config's 7.6577 is t ≈ 0.636).
         assert!((vp.ve_equivalent_sigma(0.6308) - 7.4046).abs() < 5e-4);
         let t = vp_time_for_ve_sigma(&vp, 7.6577).unwrap();
         assert!((t - 0.636).abs() < 1e-3, "t = {t}");

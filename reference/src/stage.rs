@@ -1,6 +1,6 @@
 //! Stage partitions of the diffusion time axis, and which stage each model evaluation of a sampler hits.
 //!
-//! Convention (`../shared/design.md` §1): a partition is a strictly increasing list of interior boundaries
+//! Convention (docs/conventions.md §3): a partition is a strictly increasing list of interior boundaries
 //! b_1 < … < b_{n−1}; the stage of a value v is the number of boundaries strictly below v, so a boundary value
 //! belongs to the lower stage and the smallest noise levels are stage 0. Routing is per sample
 //! ([`Partition::stages_of`]). A partition is given in continuous time t, in σ (VE/EDM) or in discrete steps
@@ -221,12 +221,12 @@ mod tests {
             .unwrap()
             .to_sigma(&vp)
             .unwrap();
-        // The paper's footnote 3 and notes §1.6: 2.5103 and 7.4046.
+        // The paper's footnote 3 and docs/paper-notes.md §1.6: 2.5103 and 7.4046.
         assert!((s.boundaries()[0] - 2.5103).abs() < 5e-4, "{s:?}");
         assert!((s.boundaries()[1] - 7.4046).abs() < 5e-4, "{s:?}");
         let back = s.to_time(&vp).unwrap();
         assert!((back.boundaries()[0] - 0.4420).abs() < 1e-12);
-        // LDM's 442/631 under its own schedule: σ ≈ 2.15 and 5.32 (notes §1.6).
+        // LDM's 442/631 under its own schedule: σ ≈ 2.15 and 5.32 (docs/paper-notes.md §1.6).
         let ldm = DiscreteVp::ldm_default();
         let st = Partition::in_steps(vec![442.0, 631.0], 1000).unwrap();
         let sg = st.to_sigma(&ldm).unwrap();
@@ -269,7 +269,7 @@ mod tests {
             solver::dpm_solver_plan(&ldm, TimeAxis::DiscreteTime { steps: 1000 }, &cfg).unwrap();
         let steps = Partition::in_steps(vec![442.0, 631.0], 1000).unwrap();
         assert_eq!(nfe_per_stage(&plan, &steps).unwrap(), vec![8, 4, 8]);
-        // Notes §4.3: the network sees steps 999, 949.05, …, 49.95.
+        // docs/paper-notes.md §4.3: the network sees steps 999, 949.05, …, 49.95.
         let first = ldm.model_step(plan.times()[0]);
         let last = ldm.model_step(*plan.times().last().unwrap());
         assert!(

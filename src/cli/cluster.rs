@@ -189,7 +189,7 @@ pub struct ClusterArgs {
     pub plot: Option<PathBuf>,
 }
 
-/// Everything `msd cluster --json` prints.
+/// Everything `msd cluster --json` prints: the fields every method has, then those of its outcome.
 #[derive(Debug, Serialize)]
 pub struct ClusterReport {
     pub method: Method,
@@ -201,47 +201,65 @@ pub struct ClusterReport {
     pub time_axis: String,
     /// SNR-equivalent VE/EDM sigma of each boundary (sigma/alpha on the time axis).
     pub sigma_boundaries: Vec<f64>,
+    /// Draws of the optimal-denoiser methods (null for the baselines and a reused similarity matrix).
     pub samples: Option<usize>,
     pub seed: u64,
     pub seconds: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub algorithm: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub n_data: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dim: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub alpha: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub eta: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub space: Option<Space>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub comparison: Option<Comparison>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub t_min: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub t1: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub t2: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub objective: Option<Objective>,
-    /// Algorithm 2: objective value at the optimum; baselines: the DP's cost.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub objective_value: Option<f64>,
-    /// Algorithm 2: the grid and the similarity matrix on it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grid: Option<Vec<f64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub similarity: Option<Vec<Vec<f64>>>,
-    /// Baselines: grid size and the DP's start indices.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_indices: Option<Vec<usize>>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// What a method produced, tagged `"outcome"` in the JSON; the other field names are those of earlier
+/// versions (`algorithm` stays the number 1 or 2).
+#[derive(Debug, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// A Table-4 baseline through the authors' size-constrained DP.
+    Baseline {
+        /// The DP's start index of each stage after the first, on its grid.
+        start_indices: Vec<usize>,
+        /// The DP's cost at the optimum.
+        objective_value: f64,
+    },
+    /// Algorithm 1 (t1, t2).
+    Algorithm1 {
+        /// Always 1.
+        algorithm: u8,
+        #[serde(flatten)]
+        run: DataRun,
+        alpha: f64,
+        t1: f64,
+        t2: f64,
+    },
+    /// Algorithm 2: the similarity matrix on a grid and its optimal segmentation.
+    Algorithm2 {
+        /// Always 2.
+        algorithm: u8,
+        /// The data and criterion the matrix was computed from; absent when it was read with --similarity.
+        #[serde(flatten)]
+        run: Option<DataRun>,
+        objective: Objective,
+        /// The objective's value at the optimum.
+        objective_value: f64,
+        grid: Vec<f64>,
+        similarity: Vec<Vec<f64>>,
+        /// First grid index of each stage after the first.
+        start_indices: Vec<usize>,
+    },
+}
+
+/// The data and criterion of an optimal-denoiser run.
+#[derive(Debug, Serialize)]
+pub struct DataRun {
+    pub data: String,
+    pub n_data: usize,
+    pub dim: usize,
+    pub eta: f64,
+    pub space: Space,
+    pub comparison: Comparison,
+    pub t_min: f64,
     /// Denoiser throughput (the two GEMMs, 4*K*N*d flops) over the whole run.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gflops: Option<f64>,
+    pub gflops: f64,
 }
 
 fn progress_bar(len: usize, what: &str) -> ProgressBar {
@@ -308,36 +326,8 @@ pub fn report(args: &ClusterArgs) -> anyhow::Result<ClusterReport> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let mut r = ClusterReport {
-        method: args.method,
-        stages: args.stages,
-        boundaries: vec![],
-        schedule: args.schedule,
-        time_axis: axis_name,
-        sigma_boundaries: vec![],
-        samples: None,
-        seed: args.seed,
-        seconds: 0.0,
-        algorithm: None,
-        data: None,
-        n_data: None,
-        dim: None,
-        alpha: None,
-        eta: None,
-        space: None,
-        comparison: None,
-        t_min: None,
-        t1: None,
-        t2: None,
-        objective: None,
-        objective_value: None,
-        grid: None,
-        similarity: None,
-        start_indices: None,
-        gflops: None,
-    };
     let start = Instant::now();
-    match args.method {
+    let (boundaries, samples, outcome) = match args.method {
         Method::Timestep | Method::Snr | Method::Gradient => {
             let res = match args.method {
                 Method::Timestep => timestep_baseline(args.baseline_grid, args.stages)?,
@@ -351,26 +341,36 @@ pub fn report(args: &ClusterArgs) -> anyhow::Result<ClusterReport> {
                         .with_context(|| format!("{}", path.display()))?
                 }
             };
-            r.boundaries = res.boundaries;
-            r.start_indices = Some(res.start_indices);
-            r.objective_value = Some(res.objective);
+            let outcome = Outcome::Baseline {
+                start_indices: res.start_indices,
+                objective_value: res.objective,
+            };
+            (res.boundaries, None, outcome)
         }
-        Method::OptimalDenoiser => run_optimal(args, axis.as_ref(), &mut r)?,
-    }
-    r.seconds = start.elapsed().as_secs_f64();
-    r.sigma_boundaries = r
-        .boundaries
+        Method::OptimalDenoiser => run_optimal(args, axis.as_ref())?,
+    };
+    let sigma_boundaries = boundaries
         .iter()
         .map(|&t| axis.ve_equivalent_sigma(t))
         .collect();
-    Ok(r)
+    Ok(ClusterReport {
+        method: args.method,
+        stages: args.stages,
+        boundaries,
+        schedule: args.schedule,
+        time_axis: axis_name,
+        sigma_boundaries,
+        samples,
+        seed: args.seed,
+        seconds: start.elapsed().as_secs_f64(),
+        outcome,
+    })
 }
 
-fn run_optimal(
-    args: &ClusterArgs,
-    axis: &dyn Schedule,
-    r: &mut ClusterReport,
-) -> anyhow::Result<()> {
+/// Boundaries, number of draws and outcome of an optimal-denoiser run.
+type OptimalRun = (Vec<f64>, Option<usize>, Outcome);
+
+fn run_optimal(args: &ClusterArgs, axis: &dyn Schedule) -> anyhow::Result<OptimalRun> {
     let algorithm = match args.algorithm {
         AlgorithmArg::Auto if args.stages == 3 => 1,
         AlgorithmArg::Auto => 2,
@@ -425,8 +425,8 @@ fn run_optimal(
                     grid.len()
                 );
             }
-            r.algorithm = Some(2);
-            return finish_alg2(args, sim, grid, r);
+            let (boundaries, outcome) = finish_alg2(args, sim, grid, None)?;
+            return Ok((boundaries, None, outcome));
         }
     } else if args.similarity.is_some() || args.save_similarity.is_some() {
         bail!("--similarity/--save-similarity belong to Algorithm 2 (--stages other than 3, or --algorithm 2)");
@@ -434,14 +434,16 @@ fn run_optimal(
     let (spec, ds) = args.data.load()?;
     let data = ds.to_f64();
     let den = OptimalDenoiser::new(data.view())?;
-    r.algorithm = Some(algorithm);
-    r.data = Some(spec.to_string());
-    r.n_data = Some(ds.len());
-    r.dim = Some(ds.dim());
-    r.eta = Some(args.eta);
-    r.space = Some(criterion.space);
-    r.comparison = Some(criterion.comparison);
-    r.t_min = Some(args.t_min);
+    let run = |gflops: f64| DataRun {
+        data: spec.to_string(),
+        n_data: ds.len(),
+        dim: ds.dim(),
+        eta: args.eta,
+        space: criterion.space,
+        comparison: criterion.comparison,
+        t_min: args.t_min,
+        gflops,
+    };
     let t0 = Instant::now();
     if algorithm == 1 {
         let cfg = Alg1Config {
@@ -454,20 +456,24 @@ fn run_optimal(
             ..Alg1Config::default()
         };
         let pb = progress_bar(cfg.samples, "Algorithm 1");
-        let res = optimal::algorithm1(&den, data.view(), axis, &cfg, &mut |done| {
-            pb.set_position(done as u64)
-        })?;
+        let res = optimal::algorithm1(&den, axis, &cfg, &mut |done| pb.set_position(done as u64))?;
         pb.finish_and_clear();
-        r.gflops = Some(den.flops(cfg.samples) / t0.elapsed().as_secs_f64() / 1e9);
-        r.samples = Some(cfg.samples);
-        r.alpha = Some(args.alpha);
-        r.t1 = res.t1;
-        r.t2 = res.t2;
+        let gflops = den.flops(cfg.samples) / t0.elapsed().as_secs_f64() / 1e9;
         if let Some(p) = &args.plot {
             super::cluster_plot::plot_alg1(p, &res, args.alpha)?;
         }
         match (res.t1, res.t2) {
-            (Some(t1), Some(t2)) if t1 < t2 => r.boundaries = vec![t1, t2],
+            (Some(t1), Some(t2)) if t1 < t2 => Ok((
+                vec![t1, t2],
+                Some(cfg.samples),
+                Outcome::Algorithm1 {
+                    algorithm: 1,
+                    run: run(gflops),
+                    alpha: args.alpha,
+                    t1,
+                    t2,
+                },
+            )),
             (Some(t1), Some(t2)) => bail!(
                 "Algorithm 1 gives t1 = {t1} >= t2 = {t2}: no three-stage partition; lower --alpha or --eta \
                  changes the answer (the paper's data gave t1 < t2)"
@@ -485,27 +491,26 @@ fn run_optimal(
             batch: 64,
         };
         let pb = progress_bar(cfg.draws, "Algorithm 2");
-        let sim = optimal::similarity_matrix(&den, data.view(), axis, &grid, &cfg, &mut |done| {
+        let sim = optimal::similarity_matrix(&den, axis, &grid, &cfg, &mut |done| {
             pb.set_position(done as u64)
         })?;
         pb.finish_and_clear();
-        r.gflops = Some(den.flops(cfg.draws * grid.len()) / t0.elapsed().as_secs_f64() / 1e9);
-        r.samples = Some(cfg.draws);
+        let gflops = den.flops(cfg.draws * grid.len()) / t0.elapsed().as_secs_f64() / 1e9;
         if let Some(path) = &args.save_similarity {
             crate::npy::write_f64(path, &sim)?;
         }
-        finish_alg2(args, sim, grid, r)?;
+        let (boundaries, outcome) = finish_alg2(args, sim, grid, Some(run(gflops)))?;
+        Ok((boundaries, Some(cfg.draws), outcome))
     }
-    Ok(())
 }
 
-/// Algorithm 2 after the similarity matrix: the exact DP, the plot, the report.
+/// Algorithm 2 after the similarity matrix: the exact DP, the plot, the outcome.
 fn finish_alg2(
     args: &ClusterArgs,
     sim: ndarray::Array2<f64>,
     grid: Vec<f64>,
-    r: &mut ClusterReport,
-) -> anyhow::Result<()> {
+    run: Option<DataRun>,
+) -> anyhow::Result<(Vec<f64>, Outcome)> {
     let objective = match args.objective {
         ObjectiveArg::Paper => Objective::Paper,
         ObjectiveArg::Authors => Objective::Authors,
@@ -514,13 +519,16 @@ fn finish_alg2(
     if let Some(p) = &args.plot {
         super::cluster_plot::plot_alg2(p, &sim, &grid, &res.boundaries)?;
     }
-    r.boundaries = res.boundaries;
-    r.start_indices = Some(res.start_indices);
-    r.objective = Some(objective);
-    r.objective_value = Some(res.objective);
-    r.similarity = Some(sim.rows().into_iter().map(|row| row.to_vec()).collect());
-    r.grid = Some(grid);
-    Ok(())
+    let outcome = Outcome::Algorithm2 {
+        algorithm: 2,
+        run,
+        objective,
+        objective_value: res.objective,
+        grid,
+        similarity: sim.rows().into_iter().map(|row| row.to_vec()).collect(),
+        start_indices: res.start_indices,
+    };
+    Ok((res.boundaries, outcome))
 }
 
 pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
@@ -536,13 +544,19 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
         r.stages,
         r.time_axis
     );
-    if let Some(a) = r.algorithm {
-        println!(
-            "  algorithm {a}, data {} (N = {}, d = {})",
-            r.data.as_deref().unwrap_or(""),
-            r.n_data.unwrap_or(0),
-            r.dim.unwrap_or(0)
-        );
+    let (algorithm, run) = match &r.outcome {
+        Outcome::Baseline { .. } => (None, None),
+        Outcome::Algorithm1 { run, .. } => (Some(1), Some(run)),
+        Outcome::Algorithm2 { run, .. } => (Some(2), run.as_ref()),
+    };
+    if let Some(a) = algorithm {
+        match run {
+            Some(d) => println!(
+                "  algorithm {a}, data {} (N = {}, d = {})",
+                d.data, d.n_data, d.dim
+            ),
+            None => println!("  algorithm {a}, data  (N = 0, d = 0)"),
+        }
     }
     let fmt = |v: &[f64]| {
         v.iter()
@@ -555,8 +569,8 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
     if let Some(s) = r.samples {
         println!("  samples {s}, seed {}", r.seed);
     }
-    if let Some(g) = r.gflops {
-        println!("  {:.1} s, denoiser {g:.1} GFLOP/s", r.seconds);
+    if let Some(d) = run {
+        println!("  {:.1} s, denoiser {:.1} GFLOP/s", r.seconds, d.gflops);
     }
     if let Some(p) = &args.plot {
         println!("  plot written to {}", p.display());

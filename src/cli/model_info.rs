@@ -9,6 +9,8 @@ use msd_accel::unet::{
     weighted_total, Family, MultistageUNet, UNetConfig,
 };
 
+use super::plan::{PlanReport, SolverKind};
+
 /// Options of `msd model-info`.
 #[derive(Debug, Args)]
 pub struct ModelInfoArgs {
@@ -53,32 +55,33 @@ pub struct ModelInfoArgs {
 fn plan_nfe_per_stage(path: &std::path::Path, model: &MultistageUNet) -> anyhow::Result<Vec<f64>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
+    let r: PlanReport = serde_json::from_str(&text)
         .with_context(|| format!("{}: not the JSON of `msd plan --json`", path.display()))?;
-    let solver = v["solver"].as_str().unwrap_or("");
-    let sigma_axis = matches!(solver, "euler" | "heun");
-    let discrete = v.get("model_steps").is_some();
+    let solver = serde_json::to_value(r.solver)?;
+    let solver = solver.as_str().unwrap_or_default();
+    let sigma_axis = matches!(r.solver, SolverKind::Euler | SolverKind::Heun);
     let family = model.config().family_name();
-    let key = match (family, sigma_axis, discrete) {
-        ("ncsnpp", false, false) => "times",
-        ("ddpmpp", true, _) => "times",
-        ("ldm", _, true) => "model_steps",
+    let points = match (family, sigma_axis, &r.model_steps) {
+        ("ncsnpp", false, None) | ("ddpmpp", true, _) => &r.times,
+        ("ldm", _, Some(steps)) => steps,
         _ => bail!(
             "{}: a {solver:?} plan on the {} axis cannot be routed by a {family} model \
              (ncsnpp takes VP-time plans, ddpmpp euler/heun sigma plans, ldm `--schedule ldm` plans)",
             path.display(),
-            if sigma_axis { "sigma" } else if discrete { "discrete-step" } else { "time" }
+            if sigma_axis {
+                "sigma"
+            } else if r.model_steps.is_some() {
+                "discrete-step"
+            } else {
+                "time"
+            }
         ),
     };
-    let points = v[key]
-        .as_array()
-        .with_context(|| format!("{}: no {key:?} array", path.display()))?;
     let mut counts = vec![0.0; model.num_stages()];
-    for p in points {
-        let t = p
-            .as_f64()
-            .filter(|t| t.is_finite())
-            .with_context(|| format!("{}: {key:?} holds a non-number", path.display()))?;
+    for &t in points {
+        if !t.is_finite() {
+            bail!("{}: the plan holds a non-finite time {t}", path.display());
+        }
         counts[model.stage_of(t)] += 1.0;
     }
     if points.is_empty() {

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::schedule::ScheduleParams;
 use crate::reference::schedule::{Edm, Schedule, VpCosine};
@@ -13,7 +13,7 @@ use crate::reference::solver::{
 };
 use crate::reference::stage::{nfe_per_stage, Partition};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SolverKind {
     /// DPM-Solver, noise prediction (Lu et al. 2022); default order 3, singlestep ("fast"), logSNR.
@@ -377,27 +377,28 @@ pub struct PlanCmdArgs {
     pub ops: bool,
 }
 
-#[derive(Debug, Serialize)]
-pub struct PlanReport<'a> {
+/// What `msd plan --json` prints; `msd model-info --plan` reads it back with the same type.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PlanReport {
     pub solver: SolverKind,
-    pub name: &'a str,
+    pub name: String,
     /// Evaluation times (t; sigma for EDM), in order.
     pub times: Vec<f64>,
     pub nfe: usize,
     pub nfe_per_stage: Vec<usize>,
     /// The outer time grid.
-    pub grid: &'a [f64],
+    pub grid: Vec<f64>,
     /// ldm: the network's step input per evaluation.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model_steps: Option<&'a [f64]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_steps: Option<Vec<f64>>,
     /// The stage of each evaluation.
     pub stages: Vec<usize>,
     pub stochastic: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ops: Option<&'a [solver::Op]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops: Option<Vec<solver::Op>>,
 }
 
-pub fn report<'a>(args: &PlanArgs, built: &'a Built, ops: bool) -> anyhow::Result<PlanReport<'a>> {
+pub fn report(args: &PlanArgs, built: &Built, ops: bool) -> anyhow::Result<PlanReport> {
     let plan = &built.plan;
     let (per_stage, stages) = match &built.partition {
         Some(p) => (
@@ -410,15 +411,15 @@ pub fn report<'a>(args: &PlanArgs, built: &'a Built, ops: bool) -> anyhow::Resul
     };
     Ok(PlanReport {
         solver: args.solver,
-        name: &plan.name,
+        name: plan.name.clone(),
         times: plan.times(),
         nfe: plan.nfe(),
         nfe_per_stage: per_stage,
-        grid: &plan.grid,
-        model_steps: built.model_steps.as_deref(),
+        grid: plan.grid.clone(),
+        model_steps: built.model_steps.clone(),
         stages,
         stochastic: plan.is_stochastic(),
-        ops: ops.then_some(&plan.ops[..]),
+        ops: ops.then(|| plan.ops.clone()),
     })
 }
 

@@ -22,7 +22,7 @@ use crate::reference::frechet::frechet_distance;
 /// Arguments of `msd train-features`.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
-Example (the checkpoint the notes report; a few minutes on 2 CPU cores):
+Example (the checkpoint notes/evaluation.md reports; a few minutes on 2 CPU cores):
   msd train-features --out fmnist-features.safetensors
 Then: msd fid --a fashion-mnist:test --b SAMPLES.npy --features fmnist:fmnist-features.safetensors
 

@@ -2,7 +2,7 @@
 //!
 //! - `params`: scalars in the part's tensors. A stage = its encoder + its decoder; the whole model counts the
 //!   shared encoder once.
-//! - `paper_gmacs`: the paper's "GFLOPs", i.e. torchstat's numbers at batch 1 (notes §5): multiply-accumulates
+//! - `paper_gmacs`: the paper's "GFLOPs", i.e. torchstat's numbers at batch 1 (docs/paper-notes.md §5): multiply-accumulates
 //!   of plain Conv2d layers (plus one bias add per output) and Linear layers (in·out), 10⁹ units. Custom
 //!   modules the authors' torchstat did not see are excluded (NCSN++ NIN attention projections and the FIR
 //!   pyramid conv; LDM Conv1d qkv/proj). EDM's convs and linears are custom modules for which torchstat would

@@ -1,7 +1,7 @@
 //! Building blocks shared by the three U-Net families, each with a forward pass on candle tensors and a
 //! shape-only cost walk (multiply-accumulates) used by the accounting.
 //!
-//! Only ops whose gradients were checked (design.md "candle facts") are used: conv2d, conv_transpose2d,
+//! Only ops whose gradients were checked (docs/conventions.md §6) are used: conv2d, conv_transpose2d,
 //! GroupNorm, SiLU, avg_pool2d, matmul, the generic `candle_nn::ops::softmax`, cat/narrow/index_select,
 //! broadcast+reshape nearest upsampling (never `upsample_nearest2d`, whose backward is wrong).
 

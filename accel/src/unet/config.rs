@@ -270,7 +270,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ),
     (
         "cifar10-ncsnpp-table9-2stage",
-        "Table 9 n=2, boundary 0.476: not reproducible (see notes §2.5); refused",
+        "Table 9 n=2, boundary 0.476: not reproducible (see docs/paper-notes.md §2.5); refused",
     ),
     (
         "cifar10-ncsnpp-table9-4stage",
@@ -361,7 +361,7 @@ pub fn preset(name: &str) -> Result<UNetConfig, UNetError> {
         "cifar10-ncsnpp-table9-2stage" => {
             return Err(UNetError::Config(
                 "Table 9's 2-stage row is internally inconsistent (no single encoder width gives both of its \
-                 rows; authors-code-notes §2.5), so there is no preset for it"
+                 rows; docs/paper-notes.md §2.5), so there is no preset for it"
                     .into(),
             ))
         }

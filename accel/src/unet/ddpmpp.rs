@@ -1,4 +1,4 @@
-//! EDM's SongUNet (DDPM++) multistage (authors' `MultistageUNet`, notes §2.2): positional noise embedding of
+//! EDM's SongUNet (DDPM++) multistage (authors' `MultistageUNet`, docs/paper-notes.md §2.2): positional noise embedding of
 //! c_noise = ln(σ)/4, shared mapping MLP, `UNetBlock`s with box-filter (`[1,1]`) resampling and √½ skip scale,
 //! single-head attention, xavier-uniform init. The middle blocks (`in0`, `in1`, at encoder width) belong to
 //! each decoder, unlike NCSN++ and LDM.

@@ -1,4 +1,4 @@
-//! The openai U-Net of latent diffusion, multistage (authors' `UNetModel_multistage`, notes §2.3): sinusoid
+//! The openai U-Net of latent diffusion, multistage (authors' `UNetModel_multistage`, docs/paper-notes.md §2.3): sinusoid
 //! time embedding ([cos, sin]) and MLP shared, ResBlocks without skip rescale, multi-head attention
 //! (`num_head_channels`, legacy QKV order), stride-2 conv downsampling, nearest + conv upsampling, GroupNorm
 //! with 32 groups, PyTorch default init with zeroed output convs. The middle block is in the shared encoder.

@@ -1,6 +1,6 @@
 //! Multistage U-Nets (the paper's first contribution): one shared encoder, one decoder per stage.
 //!
-//! Three families mirror the authors' networks block by block (authors-code-notes §2):
+//! Three families mirror the authors' networks block by block (docs/paper-notes.md §2):
 //! [`ncsnpp`] (score-SDE NCSN++, DPM-Solver setup), [`ddpmpp`] (EDM SongUNet/DDPM++) and [`ldm`] (openai
 //! U-Net of latent diffusion). A [`UNetConfig`] picks the family, the decoder widths (one per stage), the
 //! stage boundaries and whether the encoder is shared (multistage; one decoder = the unified baseline) or
@@ -9,7 +9,7 @@
 //! **Time input.** `forward(x, t)` takes each family's native time, as f64 on the host (routing compares it
 //! with the boundaries exactly): NCSN++ continuous VP time t ∈ [0, 1] (label 999·t); DDPM++ the EDM noise
 //! level σ (c_noise = ln σ / 4, no preconditioning here); LDM the discrete timestep. The stage of t is the
-//! number of boundaries strictly below t (design.md), decided **per sample**.
+//! number of boundaries strictly below t (docs/conventions.md §3), decided **per sample**.
 //!
 //! **Tensor names** are stable: `encoder.*` (shared) or `encoders.{k}.*` (separate), and `decoders.{k}.*`;
 //! the per-family names are documented in each family module. Layouts follow PyTorch (`[out, in, kh, kw]`

@@ -1,4 +1,4 @@
-//! score-SDE NCSN++ multistage (DPM-Solver setup; authors' `NCSNpp_multimodel`, notes §2.1): BigGAN ResBlocks
+//! score-SDE NCSN++ multistage (DPM-Solver setup; authors' `NCSNpp_multimodel`, docs/paper-notes.md §2.1): BigGAN ResBlocks
 //! with FIR `[1,3,3,1]` resampling, residual input pyramid, single-head attention with NIN projections,
 //! positional time embedding of 999·t with a shared MLP, √2 skip rescale, concatenated skips.
 //!

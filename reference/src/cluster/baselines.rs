@@ -1,5 +1,5 @@
 //! The Table-4 baselines, each a segment cost on a grid of times fed to the authors' size-constrained DP
-//! ([`super::segment::size_constrained_segmentation`], notes §1.5). Every cost uses the authors' **positional
+//! ([`super::segment::size_constrained_segmentation`], docs/paper-notes.md §1.5). Every cost uses the authors' **positional
 //! median** c = the point at index ⌊len/2⌋ of the segment (not the mean). The boundaries are the **first
 //! times of stages 2..n** (the DP's start indices mapped to the grid), as the authors report them.
 
@@ -103,14 +103,14 @@ mod tests {
     use crate::schedule::VpLinear;
     use ndarray::Array2;
 
-    /// Table 4 / notes §1.5: the authors' DP on the 1000-point grid returns starts (0.348, 0.709) for SNR.
+    /// Table 4 / docs/paper-notes.md §1.5: the authors' DP on the 1000-point grid returns starts (0.348, 0.709) for SNR.
     #[test]
     fn snr_reproduces_table_4() {
         let r = snr_baseline(&VpLinear::default(), 1000, 3).unwrap();
         assert_eq!(r.boundaries, vec![0.348, 0.709]);
     }
 
-    /// Notes §1.5: timestep DP → (0.334, 0.667) on 1000 points and (0.34, 0.67) on 100.
+    /// docs/paper-notes.md §1.5: timestep DP → (0.334, 0.667) on 1000 points and (0.34, 0.67) on 100.
     #[test]
     fn timestep_reproduces_notes() {
         assert_eq!(

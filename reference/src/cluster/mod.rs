@@ -1,4 +1,4 @@
-//! Timestep clustering: choosing the stage boundaries (paper §4.2, Appendix C; notes §1).
+//! Timestep clustering: choosing the stage boundaries (paper §4.2, Appendix C; docs/paper-notes.md §1).
 //!
 //! - [`optimal`]: the optimal-denoiser methods. Algorithm 1 (three stages: t1, t2 from the similarity of ε*_t to
 //!   its t → 0 and t → 1 limits) and Algorithm 2 (n stages: a similarity matrix on a t-grid, then the exact

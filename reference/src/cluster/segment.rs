@@ -89,7 +89,7 @@ pub fn segmentation_cost(g: usize, starts: &[usize], cost: impl Fn(usize, usize)
     edges.windows(2).map(|w| cost(w[0], w[1] - 1)).sum()
 }
 
-/// The authors' size-constrained segmentation DP (`DS/cluster.py` `interval_cluster`, notes §1.5), exactly:
+/// The authors' size-constrained segmentation DP (`DS/cluster.py` `interval_cluster`, docs/paper-notes.md §1.5), exactly:
 /// G points, k clusters, mi = ⌊G/(2k)⌋, MI = ⌈3G/(2k)⌉;
 /// D[i][0] = cost(0..=i); for m ≥ 1 cluster m is t..=i with t ∈ [max(1 + m·mi, i + 1 − MI), i + 1 − mi] and
 /// D[i][m] = min_t D[t−1][m−1] + cost(t..=i) (the first minimum in increasing t); at m = k − 1 only

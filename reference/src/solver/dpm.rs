@@ -2,7 +2,10 @@
 //!
 //! The formulas are those of the authors' reference implementation (`dpm_solver_pytorch.py`, the version the
 //! multistage authors vendored), with `solver_type = 'dpmsolver'`:
-//! - singlestep order 2 (r₁ = ½) and order 3 (r₁ = ⅓, r₂ = ⅔), intermediate times at λ_s + r·h;
+//! - singlestep orders 2 and 3 with the reference's inner points: `order + 1` points from s to t spaced by
+//!   the skip type (uniform in λ, t or √t between the two outer points), and r₁, r₂ the λ fractions of the
+//!   inner points, r_k = (λ(s_k) − λ(s))/h. With `logSNR` spacing this is r₁ = ½ (order 2) and r₁ = ⅓,
+//!   r₂ = ⅔ (order 3); with the time spacings the fractions depend on the step;
 //! - multistep orders 2 and 3 built on the previous model outputs (lower orders while warming up);
 //! - `singlestep` uses the order schedule of `get_orders_and_timesteps_for_singlestep_solver` ("DPM-Solver-fast"
 //!   for order 3: K = ⌊NFE/3⌋ + 1 outer steps); `singlestep-fixed` uses K = ⌊NFE/order⌋ steps of one order;
@@ -96,6 +99,8 @@ pub fn singlestep_orders(steps: usize, order: usize) -> Vec<usize> {
 struct Builder<'a> {
     schedule: &'a dyn Schedule,
     algorithm: Algorithm,
+    /// How singlestep updates place their inner points between the outer ones.
+    skip: Skip,
     ops: Vec<Op>,
     registers: usize,
 }
@@ -149,19 +154,35 @@ impl Builder<'_> {
         }
     }
 
+    /// The inner points of a singlestep update of `order` from s to t, as the reference places them:
+    /// `order + 1` points from s to t spaced by the skip type, returned with their λ fractions
+    /// r_k = (λ(s_k) − λ(s))/h (k = 1, …, order − 1).
+    fn inner_points(&self, order: usize, s: f64, t: f64) -> Result<Vec<(f64, f64)>, SolverError> {
+        if order < 2 {
+            return Ok(Vec::new());
+        }
+        let sc = self.schedule;
+        let inner = time_steps(sc, self.skip, s, t, order)?;
+        let (lam_s, h) = (sc.lambda(s), sc.lambda(t) - sc.lambda(s));
+        Ok(inner[1..order]
+            .iter()
+            .map(|&u| (u, (sc.lambda(u) - lam_s) / h))
+            .collect())
+    }
+
     /// One singlestep update of `order` from s to t; the state is register 0.
     fn singlestep(&mut self, order: usize, s: f64, t: f64) -> Result<(), SolverError> {
         let sc = self.schedule;
         let (lam_s, lam_t) = (sc.lambda(s), sc.lambda(t));
         let h = lam_t - lam_s;
+        let inner = self.inner_points(order, s, t)?;
         self.eval(1, 0, s);
         let (coef_t, w_t, _) = self.first_order(s, t);
         let pp = self.algorithm == Algorithm::DpmSolverPlusPlus;
         match order {
             1 => self.combine(0, Lin::of(&[(0, coef_t), (1, -w_t)])),
             2 => {
-                let r1 = 0.5;
-                let s1 = sc.lambda_inv(lam_s + r1 * h)?;
+                let (s1, r1) = inner[0];
                 let (coef_1, w_1, _) = self.first_order_h(s, s1, r1 * h);
                 self.combine(2, Lin::of(&[(0, coef_1), (1, -w_1)]));
                 self.eval(3, 2, s1);
@@ -170,9 +191,7 @@ impl Builder<'_> {
                 self.combine(0, Lin::of(&[(0, coef_t), (1, -w_t + c), (3, -c)]));
             }
             3 => {
-                let (r1, r2) = (1.0 / 3.0, 2.0 / 3.0);
-                let s1 = sc.lambda_inv(lam_s + r1 * h)?;
-                let s2 = sc.lambda_inv(lam_s + r2 * h)?;
+                let ((s1, r1), (s2, r2)) = (inner[0], inner[1]);
                 let (coef_1, w_1, _) = self.first_order_h(s, s1, r1 * h);
                 self.combine(2, Lin::of(&[(0, coef_1), (1, -w_1)]));
                 self.eval(3, 2, s1);
@@ -280,6 +299,7 @@ pub fn dpm_solver_plan(
     let mut b = Builder {
         schedule,
         algorithm: cfg.algorithm,
+        skip: cfg.skip,
         ops: Vec::new(),
         registers: 1,
     };
@@ -402,8 +422,8 @@ mod tests {
         }
     }
 
-    /// The 20 evaluation times of the paper's CIFAR-10 sampler, as listed (3 digits) in the authors-code
-    /// notes §4.1 from an independent port of the reference.
+    /// The 20 evaluation times of the paper's CIFAR-10 sampler, as listed (3 digits) in docs/paper-notes.md
+    /// §4.1, from an independent port of the reference.
     #[test]
     fn paper_dpm_solver_3_times() {
         let plan = dpm_solver_plan(
@@ -419,7 +439,7 @@ mod tests {
         let times = plan.times();
         assert_eq!(times.len(), 20);
         for (t, e) in times.iter().zip(expect) {
-            // Within half a unit of the last digit the notes give.
+            // Within half a unit of the last digit given there.
             let decimals = e.split('.').nth(1).unwrap().len() as i32;
             let tol = 0.5 * 10f64.powi(-decimals) + 1e-12;
             assert!(
@@ -428,6 +448,66 @@ mod tests {
             );
         }
         assert_eq!(plan.grid.len(), 8);
+    }
+
+    /// With `time_uniform` (`time_quadratic`) spacing the reference places a singlestep update's inner points
+    /// uniformly in t (√t) between the outer points, which themselves sit on the NFE-point grid: every
+    /// evaluation lands on that grid, t_k = 1 − k·(1 − t_ε)/NFE. The λ fractions are then not ⅓, ⅔.
+    #[test]
+    fn time_spaced_singlestep_inner_points() {
+        let vp = VpLinear::default();
+        for (method, order, skip) in [
+            (Method::Singlestep, 3, Skip::TimeUniform),
+            (Method::SinglestepFixed, 2, Skip::TimeUniform),
+            (Method::Singlestep, 3, Skip::TimeQuadratic),
+        ] {
+            let cfg = DpmSolverConfig {
+                method,
+                order,
+                skip,
+                steps: 20,
+                t_end: 1e-3,
+                ..Default::default()
+            };
+            let plan = dpm_solver_plan(&vp, TimeAxis::Time, &cfg).unwrap();
+            let times = plan.times();
+            assert_eq!(times.len(), 20);
+            for (k, t) in times.iter().enumerate() {
+                let expect = match skip {
+                    Skip::TimeQuadratic => {
+                        let u = 1.0 - k as f64 * (1.0 - 1e-3f64.sqrt()) / 20.0;
+                        u * u
+                    }
+                    _ => 1.0 - k as f64 * 0.999 / 20.0,
+                };
+                assert!((t - expect).abs() < 1e-14, "{skip:?} {k}: {t} vs {expect}");
+            }
+        }
+        // The first order-3 step of the time-uniform plan: 1 → 0.85015 through 0.95005 and 0.9001.
+        let b = Builder {
+            schedule: &vp,
+            algorithm: Algorithm::DpmSolver,
+            skip: Skip::TimeUniform,
+            ops: Vec::new(),
+            registers: 1,
+        };
+        let (s, t) = (1.0, 1.0 - 3.0 * 0.999 / 20.0);
+        let inner = b.inner_points(3, s, t).unwrap();
+        let frac = |u: f64| (vp.lambda(u) - vp.lambda(s)) / (vp.lambda(t) - vp.lambda(s));
+        for (k, &(u, r)) in inner.iter().enumerate() {
+            assert!((u - (1.0 - (k + 1) as f64 * 0.999 / 20.0)).abs() < 1e-15);
+            assert!((r - frac(u)).abs() < 1e-15);
+        }
+        // The fractions are 0.35118 and 0.68450 (computed separately from the closed-form λ), not ⅓ and ⅔.
+        assert!((inner[0].1 - 0.351178).abs() < 1e-6, "{inner:?}");
+        assert!((inner[1].1 - 0.684496).abs() < 1e-6, "{inner:?}");
+        // With logSNR spacing the same construction gives exactly the classical ⅓, ⅔.
+        let b = Builder {
+            skip: Skip::LogSnr,
+            ..b
+        };
+        let inner = b.inner_points(3, 1.0, 0.5).unwrap();
+        assert!((inner[0].1 - 1.0 / 3.0).abs() < 1e-12 && (inner[1].1 - 2.0 / 3.0).abs() < 1e-12);
     }
 
     #[test]

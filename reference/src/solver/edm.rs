@@ -141,7 +141,7 @@ mod tests {
         let plan = edm_plan(&EdmConfig::default()).unwrap();
         assert_eq!(plan.nfe(), 35);
         assert!(!plan.is_stochastic());
-        // Notes §4.2: 80, 57.6, 40.8, 28.4, 19.35, 12.9, 8.40, 5.32, 3.26, 1.92, 1.09, ..., 0.002, then 0.
+        // docs/paper-notes.md §4.2: 80, 57.6, 40.8, 28.4, 19.35, 12.9, 8.40, 5.32, 3.26, 1.92, 1.09, ..., 0.002, then 0.
         let expect = [
             80.0, 57.6, 40.8, 28.4, 19.35, 12.9, 8.40, 5.32, 3.26, 1.92, 1.09,
         ];

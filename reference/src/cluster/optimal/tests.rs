@@ -1,6 +1,8 @@
 use super::*;
 use crate::cluster::segment::{all_segmentations, segmentation_cost};
+use crate::denoiser::OptimalDenoiser;
 use crate::schedule::VpLinear;
+use ndarray::{Array1, Axis};
 use proptest::prelude::*;
 
 fn s(t: f64, s0: f64, s1: f64) -> Alg1Sample {
@@ -77,7 +79,7 @@ fn batched_equals_one_at_a_time() {
             },
             ..Alg1Config::default()
         };
-        let fast = algorithm1_samples(&den, data.view(), &sched, &cfg, &mut |_| {}).unwrap();
+        let fast = algorithm1_samples(&den, &sched, &cfg, &mut |_| {}).unwrap();
         let slow = algorithm1_samples_one_at_a_time(data.view(), &sched, &cfg).unwrap();
         assert_eq!(fast.len(), 37);
         for (f, s) in fast.iter().zip(&slow) {
@@ -91,26 +93,14 @@ fn batched_equals_one_at_a_time() {
         let exact = fast.iter().zip(&slow).filter(|(f, s)| f == s).count();
         assert!(exact >= 35, "{exact} of 37 identical");
         // Same seed, other batch size: the same draws.
-        let again = algorithm1_samples(
-            &den,
-            data.view(),
-            &sched,
-            &Alg1Config { batch: 5, ..cfg },
-            &mut |_| {},
-        )
-        .unwrap();
+        let again =
+            algorithm1_samples(&den, &sched, &Alg1Config { batch: 5, ..cfg }, &mut |_| {}).unwrap();
         assert_eq!(
             fast.iter().map(|s| s.t).collect::<Vec<_>>(),
             again.iter().map(|s| s.t).collect::<Vec<_>>()
         );
-        let other = algorithm1_samples(
-            &den,
-            data.view(),
-            &sched,
-            &Alg1Config { seed: 8, ..cfg },
-            &mut |_| {},
-        )
-        .unwrap();
+        let other =
+            algorithm1_samples(&den, &sched, &Alg1Config { seed: 8, ..cfg }, &mut |_| {}).unwrap();
         assert_ne!(fast[0].t, other[0].t);
     }
 }
@@ -125,7 +115,7 @@ fn algorithm1_limits_on_two_points() {
         samples: 400,
         ..Alg1Config::default()
     };
-    let r = algorithm1(&den, data.view(), &VpLinear::default(), &cfg, &mut |_| {}).unwrap();
+    let r = algorithm1(&den, &VpLinear::default(), &cfg, &mut |_| {}).unwrap();
     for smp in &r.samples {
         assert!((cfg.t_min..=1.0).contains(&smp.t));
         if smp.t < 0.15 {
@@ -195,7 +185,7 @@ fn similarity_matrix_properties() {
         criterion: Criterion::PAPER,
         batch: 2,
     };
-    let s1 = similarity_matrix(&den, one.view(), &sched, &grid, &cfg, &mut |_| {}).unwrap();
+    let s1 = similarity_matrix(&den, &sched, &grid, &cfg, &mut |_| {}).unwrap();
     assert!(s1.iter().all(|&v| v == 1.0));
     let two = ndarray::stack![Axis(0), Array1::<f64>::zeros(4), Array1::<f64>::ones(4)];
     let den = OptimalDenoiser::new(two.view()).unwrap();
@@ -207,7 +197,7 @@ fn similarity_matrix_properties() {
         },
         ..cfg
     };
-    let sm = similarity_matrix(&den, two.view(), &sched, &grid, &cfg, &mut |_| {}).unwrap();
+    let sm = similarity_matrix(&den, &sched, &grid, &cfg, &mut |_| {}).unwrap();
     assert_eq!(sm, sm.t());
     assert!(sm.iter().all(|&v| (0.0..=1.0).contains(&v)));
     assert!(sm.diag().iter().all(|&v| v == 1.0));
