@@ -20,7 +20,14 @@ fn main() -> ExitCode {
     match msd::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // One line, whatever the message (TOML and candle errors span several).
+            let msg = format!("{err:#}");
+            let lines: Vec<&str> = msg
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("error: {}", lines.join("; "));
             ExitCode::FAILURE
         }
     }

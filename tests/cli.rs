@@ -1,52 +1,13 @@
 //! End-to-end tests of the `msd` binary: outputs checked against closed forms, and bad input answered with
 //! one clear line and a non-zero exit.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::*;
+
+use std::path::Path;
 
 use msd::npy;
 use ndarray::{array, Array2};
-
-fn msd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_msd"))
-        .args(args)
-        .output()
-        .expect("run msd")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts a failed run with a one-line error that mentions `needle`, and no panic.
-fn assert_clean_error(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert!(
-        !o.status.success(),
-        "expected failure, got success; stderr: {err}"
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("internal error"),
-        "{err}"
-    );
-    assert!(err.starts_with("error: "), "{err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "more than one line: {err}"
-    );
-    assert!(err.contains(needle), "{needle:?} not in: {err}");
-}
-
-fn write(dir: &Path, name: &str, a: &Array2<f64>) -> PathBuf {
-    let p = dir.join(name);
-    npy::write_f64(&p, a).unwrap();
-    p
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 #[test]
 fn schedule_json_gives_the_papers_sigma() {
@@ -90,9 +51,9 @@ fn schedule_json_gives_the_papers_sigma() {
 fn denoise_matches_the_two_point_closed_form() {
     // Data {−1, +1} in 1-D: x̂₀(x) = tanh(α·x/σ²) and ε* = (x − α·x̂₀)/σ.
     let dir = tempfile::tempdir().unwrap();
-    let data = write(dir.path(), "d.npy", &array![[-1.0], [1.0]]);
+    let data = write_npy(dir.path(), "d.npy", &array![[-1.0], [1.0]]);
     let xs = array![[-2.0], [-0.3], [0.0], [0.7], [3.0]];
-    let x = write(dir.path(), "x.npy", &xs);
+    let x = write_npy(dir.path(), "x.npy", &xs);
     let out = dir.path().join("out.npy");
     let t = 0.3;
     let sched = msd::reference::VpLinear::default();
@@ -167,8 +128,8 @@ fn denoise_matches_the_two_point_closed_form() {
 fn bad_input_gets_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let data = write(d, "d.npy", &array![[0.0, 1.0], [1.0, 0.0]]);
-    let x = write(d, "x.npy", &array![[0.5, 0.5]]);
+    let data = write_npy(d, "d.npy", &array![[0.0, 1.0], [1.0, 0.0]]);
+    let x = write_npy(d, "x.npy", &array![[0.5, 0.5]]);
     let out = d.join("out.npy");
     let run = |data: &Path, x: &Path, extra: &[&str]| {
         let mut args = vec!["denoise", "--data", s(data), "--x", s(x), "--out", s(&out)];
@@ -186,13 +147,13 @@ fn bad_input_gets_one_clear_line() {
     std::fs::write(&cut, &full[..full.len() - 3]).unwrap();
     assert_clean_error(&run(&cut, &x, &vp), "cut.npy: truncated");
 
-    let nan = write(d, "nan.npy", &array![[0.0, f64::NAN]]);
+    let nan = write_npy(d, "nan.npy", &array![[0.0, f64::NAN]]);
     assert_clean_error(&run(&nan, &x, &vp), "nan.npy: contains a non-finite value");
 
-    let empty = write(d, "empty.npy", &Array2::zeros((0, 2)));
+    let empty = write_npy(d, "empty.npy", &Array2::zeros((0, 2)));
     assert_clean_error(&run(&empty, &x, &vp), "empty");
 
-    let wide = write(d, "wide.npy", &array![[0.0, 1.0, 2.0]]);
+    let wide = write_npy(d, "wide.npy", &array![[0.0, 1.0, 2.0]]);
     assert_clean_error(&run(&data, &wide, &vp), "dimension 3");
 
     let bad_levels: [(&[&str], &str); 7] = [

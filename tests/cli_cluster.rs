@@ -1,42 +1,13 @@
 //! Integration tests of `msd cluster` (runs the built binary).
 
+mod common;
+use common::*;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use ndarray::Array2;
 use ndarray_linalg as _;
 use serde_json::Value;
-
-fn msd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_msd"))
-        .args(args)
-        .output()
-        .expect("run msd")
-}
-
-fn json_ok(args: &[&str]) -> Value {
-    let out = msd(args);
-    assert!(
-        out.status.success(),
-        "msd {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
-}
-
-fn fails_with(args: &[&str], needle: &str) {
-    let out = msd(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "msd {args:?} should fail");
-    assert!(
-        err.contains(needle),
-        "msd {args:?}: expected {needle:?} in {err:?}"
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("internal error"),
-        "{err}"
-    );
-}
 
 fn floats(v: &Value) -> Vec<f64> {
     v.as_array()

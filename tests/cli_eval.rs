@@ -1,8 +1,10 @@
 //! End-to-end tests of `msd fid`, `msd fid-stats`, `msd prdc` and `msd train-features`: closed-form
 //! answers, statistics files, and one clear error line for bad input.
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use msd::npy;
 use ndarray::{array, Array1, Array2, Array4};
@@ -10,53 +12,6 @@ use ndarray_npy::NpzReader;
 
 // Every test binary must link OpenBLAS (see src/lib.rs).
 use ndarray_linalg as _;
-
-fn msd(args: &[&str]) -> Output {
-    msd_env(args, &[])
-}
-
-fn msd_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_msd"));
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("run msd")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    assert!(o.status.success(), "msd failed: {}", stderr(o));
-    serde_json::from_str(stdout(o).trim()).expect("one JSON object")
-}
-
-/// Asserts a failed run with a one-line error that mentions `needle`, and no panic.
-fn assert_clean_error(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure; stderr: {err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("internal error"),
-        "{err}"
-    );
-    assert!(err.starts_with("error: "), "{err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "more than one line: {err}"
-    );
-    assert!(err.contains(needle), "{needle:?} not in: {err}");
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// a = {(±1, 0), (0, ±1)}: mean 0, unbiased covariance (2/3)·I. b = 2a + (3, 0): mean (3, 0),
 /// covariance (8/3)·I. FID = 3² + 2·(√(2/3) − √(8/3))² = 9 + 2·(2/3) = 31/3.

@@ -1,33 +1,14 @@
 //! End-to-end tests of `msd model-info`: the paper's numbers through the binary (JSON and table), config
 //! files, and clean errors.
 
-use std::process::{Command, Output};
+mod common;
+use common::*;
 
 use ndarray_linalg as _;
 
-fn msd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_msd"))
-        .args(args)
-        .output()
-        .expect("run msd")
-}
-
-fn json(args: &[&str]) -> serde_json::Value {
-    let o = msd(args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).expect("valid JSON")
-}
-
-fn assert_clean_error(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "expected failure; stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(err.contains(needle), "expected {needle:?} in {err}");
-}
-
 #[test]
 fn ncsnpp_multistage_json_matches_the_paper() {
-    let v = json(&[
+    let v = json_ok(&[
         "model-info",
         "--preset",
         "cifar10-ncsnpp-multistage",
@@ -51,7 +32,7 @@ fn ncsnpp_multistage_json_matches_the_paper() {
 
 #[test]
 fn ldm_quirk_switch_and_nfe_weights() {
-    let v = json(&[
+    let v = json_ok(&[
         "model-info",
         "--preset",
         "celebahq-ldm-multistage",
@@ -62,7 +43,7 @@ fn ldm_quirk_switch_and_nfe_weights() {
     ]);
     assert_eq!(v["total_params"], 493_841_449);
     assert!((v["weighted"]["paper_gmacs"].as_f64().unwrap() - 76.19).abs() <= 0.005);
-    let v = json(&[
+    let v = json_ok(&[
         "model-info",
         "--preset",
         "celebahq-ldm-multistage",
@@ -114,7 +95,7 @@ fn config_file_round_trip() {
     assert!(o.status.success());
     let path = dir.path().join("edm.toml");
     std::fs::write(&path, &o.stdout).unwrap();
-    let v = json(&["model-info", "--config", path.to_str().unwrap(), "--json"]);
+    let v = json_ok(&["model-info", "--config", path.to_str().unwrap(), "--json"]);
     assert_eq!(v["total_params"], 55_733_891);
     // Edit the file: a bad config is one clear error.
     let text = String::from_utf8_lossy(&o.stdout).replace("boundaries = []", "boundaries = [1.0]");
@@ -205,7 +186,7 @@ fn plan_json_gives_nfe_weights() {
             "--json",
         ],
     );
-    let v = json(&[
+    let v = json_ok(&[
         "model-info",
         "--preset",
         "cifar10-ncsnpp-multistage",
@@ -240,7 +221,7 @@ fn plan_json_gives_nfe_weights() {
             "--json",
         ],
     );
-    let v = json(&[
+    let v = json_ok(&[
         "model-info",
         "--preset",
         "cifar10-ddpmpp-edm-multistage",

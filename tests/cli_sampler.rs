@@ -1,42 +1,14 @@
 //! End-to-end tests of `msd plan` and `msd sample`: the paper's three NFE splits, samples that land on the
 //! training points of the oracle, backends and trajectories, and bad input answered with one clear line.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::*;
 
 // Every artifact must link OpenBLAS (see reference/src/lib.rs).
 use ndarray_linalg as _;
 
 use msd::npy;
 use ndarray::{array, Array2, ArrayD, IxDyn};
-
-fn msd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_msd"))
-        .args(args)
-        .output()
-        .expect("run msd")
-}
-
-fn stdout_json(o: &Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).expect("one JSON object")
-}
-
-fn assert_clean_error(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!o.status.success(), "expected failure; stderr: {err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("internal error"),
-        "{err}"
-    );
-    assert!(err.starts_with("error: "), "{err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "more than one line: {err}"
-    );
-    assert!(err.contains(needle), "{needle:?} not in: {err}");
-}
 
 fn per_stage(v: &serde_json::Value) -> Vec<u64> {
     v["nfe_per_stage"]
@@ -49,7 +21,7 @@ fn per_stage(v: &serde_json::Value) -> Vec<u64> {
 
 #[test]
 fn plan_reproduces_the_papers_three_nfe_splits() {
-    let ds = stdout_json(&msd(&[
+    let ds = json(&msd(&[
         "plan",
         "--solver",
         "dpm-solver",
@@ -72,7 +44,7 @@ fn plan_reproduces_the_papers_three_nfe_splits() {
     assert_eq!(ds["times"].as_array().unwrap().len(), 20);
     assert_eq!(ds["times"][0], 1.0);
 
-    let edm = stdout_json(&msd(&[
+    let edm = json(&msd(&[
         "plan",
         "--solver",
         "heun",
@@ -91,7 +63,7 @@ fn plan_reproduces_the_papers_three_nfe_splits() {
     assert_eq!(edm["nfe"], 35);
     assert_eq!(per_stage(&edm), vec![18, 4, 13]);
 
-    let ldm = stdout_json(&msd(&[
+    let ldm = json(&msd(&[
         "plan",
         "--solver",
         "dpm-solver++",
@@ -117,7 +89,7 @@ fn plan_reproduces_the_papers_three_nfe_splits() {
     assert!((steps[19].as_f64().unwrap() - 49.95).abs() < 1e-9);
 
     // The same DPM-Solver split through SNR-equivalent sigma boundaries (t = 0.4420 <-> 2.5103).
-    let ds_sigma = stdout_json(&msd(&[
+    let ds_sigma = json(&msd(&[
         "plan",
         "--nfe",
         "20",
@@ -205,16 +177,6 @@ fn plan_bad_input_is_one_clear_error() {
     }
 }
 
-fn write(dir: &Path, name: &str, a: &ArrayD<f64>) -> PathBuf {
-    let p = dir.join(name);
-    npy::write_f64(&p, a).unwrap();
-    p
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn data() -> Array2<f64> {
     array![
         [1.0, -1.0, 0.5, 0.0],
@@ -254,14 +216,14 @@ fn nearest(x: &ArrayD<f64>, data: &Array2<f64>) -> Vec<f64> {
 #[test]
 fn sample_lands_on_training_points_on_both_backends() {
     let dir = tempfile::tempdir().unwrap();
-    let d = write(dir.path(), "d.npy", &data().into_dyn());
+    let d = write_npy(dir.path(), "d.npy", &data().into_dyn());
     // NCHW noise (1 x 2 x 2 per sample = d 4): the output keeps the shape.
-    let z = write(dir.path(), "z.npy", &noise(5, &[1, 2, 2], 3));
+    let z = write_npy(dir.path(), "z.npy", &noise(5, &[1, 2, 2], 3));
     let mut outs = Vec::new();
     for backend in ["reference", "accel"] {
         let out = dir.path().join(format!("x_{backend}.npy"));
         let traj = dir.path().join(format!("traj_{backend}"));
-        let v = stdout_json(&msd(&[
+        let v = json(&msd(&[
             "sample",
             "--model",
             "optimal",
@@ -310,8 +272,8 @@ fn sample_lands_on_training_points_on_both_backends() {
 #[test]
 fn stochastic_sampling_is_reproducible_from_the_seed() {
     let dir = tempfile::tempdir().unwrap();
-    let d = write(dir.path(), "d.npy", &data().into_dyn());
-    let z = write(dir.path(), "z.npy", &noise(4, &[4], 5));
+    let d = write_npy(dir.path(), "d.npy", &data().into_dyn());
+    let z = write_npy(dir.path(), "z.npy", &noise(4, &[4], 5));
     let run = |seed: &str, name: &str| {
         let out = dir.path().join(name);
         let o = msd(&[
@@ -340,8 +302,8 @@ fn stochastic_sampling_is_reproducible_from_the_seed() {
 #[test]
 fn sample_bad_input_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let d = write(dir.path(), "d.npy", &data().into_dyn());
-    let z_bad = write(dir.path(), "z.npy", &noise(3, &[5], 1));
+    let d = write_npy(dir.path(), "d.npy", &data().into_dyn());
+    let z_bad = write_npy(dir.path(), "z.npy", &noise(3, &[5], 1));
     let out = dir.path().join("x.npy");
     assert_clean_error(
         &msd(&[
@@ -355,7 +317,7 @@ fn sample_bad_input_is_one_clear_error() {
         ]),
         "does not match the data",
     );
-    let z = write(dir.path(), "z4.npy", &noise(3, &[4], 1));
+    let z = write_npy(dir.path(), "z4.npy", &noise(3, &[4], 1));
     let missing = dir.path().join("missing.npy");
     assert_clean_error(
         &msd(&[
@@ -371,7 +333,7 @@ fn sample_bad_input_is_one_clear_error() {
     );
     let mut nan = noise(3, &[4], 1);
     nan[[0, 0]] = f64::NAN;
-    let z_nan = write(dir.path(), "znan.npy", &nan);
+    let z_nan = write_npy(dir.path(), "znan.npy", &nan);
     assert_clean_error(
         &msd(&[
             "sample",

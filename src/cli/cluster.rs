@@ -9,8 +9,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::schedule::{ScheduleKind, ScheduleParams};
-use crate::data::{self, DataSpec, LoadOptions};
+pub use super::args::DataArgs;
+use super::args::{ScheduleKind, ScheduleParams};
 use crate::reference::cluster::baselines::{gradient_baseline, snr_baseline, timestep_baseline};
 use crate::reference::cluster::optimal::{
     self, Alg1Config, Alg2Config, Comparison, Criterion, Objective, Space,
@@ -64,46 +64,6 @@ pub enum ObjectiveArg {
     Paper,
     /// The authors' Gurobi model: maximise sum_k of the mean within-segment similarity.
     Authors,
-}
-
-/// Where the data come from (shared by the commands that read datasets).
-#[derive(Debug, Clone, Args)]
-pub struct DataArgs {
-    /// Dataset: fashion-mnist[:train|:test], cifar10:DIR[:train|:test] (data_batch_*.bin or test_batch.bin),
-    /// images:DIR (PNG/JPEG; with --size), npy:FILE (N x d or N x C x H x W; uint8 is divided by 255, floats
-    /// are taken as given and should be in [0, 1]). Pixels are scaled to [0, 1], the authors' clustering scale.
-    #[arg(long, value_name = "SPEC")]
-    pub data: Option<String>,
-    /// Use only the first N images.
-    #[arg(long, value_name = "N")]
-    pub limit: Option<usize>,
-    /// images:DIR only: resize (aspect kept) and centre-crop every image to SIZE x SIZE.
-    #[arg(long)]
-    pub size: Option<usize>,
-    /// Folder of the Fashion-MNIST IDX files [default: $MSD_FASHION_MNIST_DIR, else
-    /// /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist)].
-    #[arg(long, value_name = "DIR")]
-    pub fashion_mnist_dir: Option<PathBuf>,
-}
-
-impl DataArgs {
-    /// Loads the dataset, or says that --data is missing.
-    pub fn load(&self) -> anyhow::Result<(DataSpec, data::Dataset)> {
-        let Some(spec) = &self.data else {
-            bail!("--data is required (one of {})", data::DATA_SPEC_HELP);
-        };
-        let spec: DataSpec = spec.parse()?;
-        let mut opts = LoadOptions {
-            limit: self.limit,
-            size: self.size,
-            ..LoadOptions::default()
-        };
-        if let Some(dir) = &self.fashion_mnist_dir {
-            opts.fashion_mnist_dir = dir.clone();
-        }
-        let ds = data::load(&spec, &opts)?;
-        Ok((spec, ds))
-    }
 }
 
 /// Arguments of `msd cluster`.

@@ -7,8 +7,10 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use super::schedule::{ScheduleKind, ScheduleParams};
-use crate::accel::{self, DeviceKind};
+// Re-exported where they used to live, for callers that name them here.
+use super::args::{open_device, ScheduleKind, ScheduleParams};
+pub(crate) use super::args::{Backend, DeviceArg};
+use crate::accel;
 use crate::reference::{NoiseLevel, OptimalDenoiser, Prediction};
 use crate::{bridge, npy};
 
@@ -19,23 +21,6 @@ pub enum Predict {
     Eps,
     /// The posterior mean x0_hat(x) = E[x0 | x].
     X0,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// Exact f64 on the CPU (ndarray + BLAS).
-    Reference,
-    /// candle, f32, on --device.
-    Accel,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceArg {
-    Cpu,
-    /// CUDA device 0 (needs a build with --features cuda).
-    Cuda,
 }
 
 /// Arguments of `msd denoise`.
@@ -151,10 +136,7 @@ pub fn run(args: &DenoiseArgs) -> anyhow::Result<()> {
             OptimalDenoiser::new(data.view())?.predict(x.view(), level, predict)?
         }
         Backend::Accel => {
-            let device = accel::device(match args.device {
-                DeviceArg::Cpu => DeviceKind::Cpu,
-                DeviceArg::Cuda => DeviceKind::Cuda(0),
-            })?;
+            let device = open_device(args.device)?;
             let den = accel::OptimalDenoiser::new(&bridge::to_tensor(&data, &device)?)?;
             let xt = bridge::to_tensor(&x, &device)?;
             let t = match predict {

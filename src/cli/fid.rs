@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
-use super::denoise::DeviceArg;
-use crate::accel::{self, DeviceKind};
+pub(crate) use super::args::open_device;
+use super::args::DeviceArg;
 use crate::eval::{self, Extractor, FeatureSpec};
 use crate::reference::frechet::frechet_distance;
 use crate::stats;
@@ -23,13 +23,6 @@ A SPEC is one of:
 Images need --features: inception:WEIGHTS.safetensors (FID Inception-v3, 2048-d pool3; images are resized
 to 299 x 299 bilinearly and grey is repeated to RGB, as pytorch-fid does; see README for the weights) or
 fmnist:CKPT.safetensors (the 128-d features of `msd train-features`, for 28 x 28 grey images).";
-
-pub(crate) fn open_device(d: DeviceArg) -> anyhow::Result<candle_core::Device> {
-    Ok(accel::device(match d {
-        DeviceArg::Cpu => DeviceKind::Cpu,
-        DeviceArg::Cuda => DeviceKind::Cuda(0),
-    })?)
-}
 
 pub(crate) fn load_extractor(
     spec: &Option<FeatureSpec>,

@@ -1,5 +1,6 @@
 //! The `msd` command line: clap definitions and dispatch. Each subcommand is a thin layer over library calls.
 
+mod args;
 mod cluster;
 mod cluster_plot;
 mod denoise;
@@ -13,7 +14,8 @@ mod train_features;
 
 use clap::{Parser, Subcommand};
 
-pub use cluster::{ClusterArgs, DataArgs};
+pub use args::{Backend, DataArgs, DeviceArg};
+pub use cluster::ClusterArgs;
 pub use denoise::DenoiseArgs;
 pub use fid::{FidArgs, FidStatsArgs};
 pub use model_info::ModelInfoArgs;

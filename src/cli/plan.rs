@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use super::schedule::ScheduleParams;
+use super::args::ScheduleParams;
 use crate::reference::schedule::{Edm, Schedule, VpCosine};
 use crate::reference::solver::{
     self, Algorithm, DiscreteVp, DpmSolverConfig, EdmConfig, EdmSolver, Method, Plan, Skip,

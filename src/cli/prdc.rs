@@ -4,8 +4,8 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
-use super::denoise::DeviceArg;
-use super::fid::{load_extractor, open_device, SPEC_HELP};
+use super::args::{open_device, DeviceArg};
+use super::fid::{load_extractor, SPEC_HELP};
 use crate::eval::{self, FeatureSpec};
 use crate::reference::prdc::prdc;
 

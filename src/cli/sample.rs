@@ -8,9 +8,9 @@ use clap::{Args, ValueEnum};
 use ndarray::{Array2, ArrayView2, IxDyn};
 use serde::Serialize;
 
-use super::denoise::{Backend, DeviceArg};
+use super::args::{open_device, Backend, DeviceArg};
 use super::plan::PlanArgs;
-use crate::accel::{self, DeviceKind};
+use crate::accel;
 use crate::reference::solver::{self, NoiseStream, OracleModel, TimeAxis};
 use crate::reference::stage::nfe_per_stage;
 use crate::reference::OptimalDenoiser;
@@ -156,10 +156,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
             )?
         }
         Backend::Accel => {
-            let device = accel::device(match args.device {
-                DeviceArg::Cpu => DeviceKind::Cpu,
-                DeviceArg::Cuda => DeviceKind::Cuda(0),
-            })?;
+            let device = open_device(args.device)?;
             let den = accel::OptimalDenoiser::new(&bridge::to_tensor(&data, &device)?)?;
             let zt = bridge::to_tensor(&z, &device)?;
             let dir = args.save_trajectory.clone();

@@ -4,80 +4,8 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use crate::reference::schedule::{
-    vp_time_for_ve_sigma, Edm, Schedule, VeGeometric, VpCosine, VpLinear,
-};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ScheduleKind {
-    /// VP, linear beta: log alpha = -(beta_max - beta_min) t^2/4 - beta_min t/2 (DDPM, DPM-Solver).
-    VpLinear,
-    /// VP, cosine (Nichol & Dhariwal, s = 0.008): alpha(1) = 0.
-    VpCosine,
-    /// VE geometric: alpha = 1, sigma(t) = sigma_min (sigma_max/sigma_min)^t.
-    Ve,
-    /// EDM: alpha = 1, the time variable is sigma itself.
-    Edm,
-}
-
-/// Schedule parameters shared by the subcommands; each applies to the schedules named in its help.
-#[derive(Debug, Clone, Args)]
-pub struct ScheduleParams {
-    /// beta_min of vp-linear.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.1)]
-    pub beta_min: f64,
-    /// beta_max of vp-linear.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 20.0)]
-    pub beta_max: f64,
-    /// Offset s of vp-cosine.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.008)]
-    pub cosine_s: f64,
-    /// sigma_min of ve (default 0.01) or edm (default 0.002).
-    #[arg(long, allow_negative_numbers = true)]
-    pub sigma_min: Option<f64>,
-    /// sigma_max of ve (default 50) or edm (default 80).
-    #[arg(long, allow_negative_numbers = true)]
-    pub sigma_max: Option<f64>,
-    /// rho of edm's Karras grid.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 7.0)]
-    pub rho: f64,
-}
-
-impl ScheduleParams {
-    pub fn vp_linear(&self) -> anyhow::Result<VpLinear> {
-        VpLinear::new(self.beta_min, self.beta_max).context("--beta-min/--beta-max")
-    }
-
-    /// Builds the schedule of `kind` from these parameters.
-    pub fn build(&self, kind: ScheduleKind) -> anyhow::Result<Box<dyn Schedule>> {
-        Ok(match kind {
-            ScheduleKind::VpLinear => Box::new(self.vp_linear()?),
-            ScheduleKind::VpCosine => Box::new(VpCosine::new(self.cosine_s).context("--cosine-s")?),
-            ScheduleKind::Ve => {
-                let d = VeGeometric::default();
-                Box::new(
-                    VeGeometric::new(
-                        self.sigma_min.unwrap_or(d.sigma_min),
-                        self.sigma_max.unwrap_or(d.sigma_max),
-                    )
-                    .context("--sigma-min/--sigma-max")?,
-                )
-            }
-            ScheduleKind::Edm => {
-                let d = Edm::default();
-                Box::new(
-                    Edm::new(
-                        self.sigma_min.unwrap_or(d.sigma_min),
-                        self.sigma_max.unwrap_or(d.sigma_max),
-                        self.rho,
-                    )
-                    .context("--sigma-min/--sigma-max/--rho")?,
-                )
-            }
-        })
-    }
-}
+pub use super::args::{ScheduleKind, ScheduleParams};
+use crate::reference::schedule::{vp_time_for_ve_sigma, Schedule};
 
 /// Arguments of `msd schedule`.
 #[derive(Debug, Clone, Args)]

@@ -12,8 +12,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::Serialize;
 
-use super::denoise::DeviceArg;
-use super::fid::open_device;
+use super::args::{open_device, DeviceArg};
 use crate::accel::fmnist_features::{self, FmnistNet, TrainConfig, SIDE};
 use crate::data::{self, DataSpec, Dataset, LoadOptions, Split};
 use crate::eval::{self, sidecar_path, Extractor};

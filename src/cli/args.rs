@@ -1,0 +1,148 @@
+//! Options and plumbing that several subcommands share: the dataset (`--data` and friends), the noise
+//! schedule and its parameters, the backend and device, and opening the device.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::accel::{self, DeviceKind};
+use crate::data::{self, DataSpec, LoadOptions};
+use crate::reference::schedule::{Edm, Schedule, VeGeometric, VpCosine, VpLinear};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    /// VP, linear beta: log alpha = -(beta_max - beta_min) t^2/4 - beta_min t/2 (DDPM, DPM-Solver).
+    VpLinear,
+    /// VP, cosine (Nichol & Dhariwal, s = 0.008): alpha(1) = 0.
+    VpCosine,
+    /// VE geometric: alpha = 1, sigma(t) = sigma_min (sigma_max/sigma_min)^t.
+    Ve,
+    /// EDM: alpha = 1, the time variable is sigma itself.
+    Edm,
+}
+
+/// Schedule parameters shared by the subcommands; each applies to the schedules named in its help.
+#[derive(Debug, Clone, Args)]
+pub struct ScheduleParams {
+    /// beta_min of vp-linear.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.1)]
+    pub beta_min: f64,
+    /// beta_max of vp-linear.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 20.0)]
+    pub beta_max: f64,
+    /// Offset s of vp-cosine.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.008)]
+    pub cosine_s: f64,
+    /// sigma_min of ve (default 0.01) or edm (default 0.002).
+    #[arg(long, allow_negative_numbers = true)]
+    pub sigma_min: Option<f64>,
+    /// sigma_max of ve (default 50) or edm (default 80).
+    #[arg(long, allow_negative_numbers = true)]
+    pub sigma_max: Option<f64>,
+    /// rho of edm's Karras grid.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 7.0)]
+    pub rho: f64,
+}
+
+impl ScheduleParams {
+    pub fn vp_linear(&self) -> anyhow::Result<VpLinear> {
+        VpLinear::new(self.beta_min, self.beta_max).context("--beta-min/--beta-max")
+    }
+
+    /// Builds the schedule of `kind` from these parameters.
+    pub fn build(&self, kind: ScheduleKind) -> anyhow::Result<Box<dyn Schedule>> {
+        Ok(match kind {
+            ScheduleKind::VpLinear => Box::new(self.vp_linear()?),
+            ScheduleKind::VpCosine => Box::new(VpCosine::new(self.cosine_s).context("--cosine-s")?),
+            ScheduleKind::Ve => {
+                let d = VeGeometric::default();
+                Box::new(
+                    VeGeometric::new(
+                        self.sigma_min.unwrap_or(d.sigma_min),
+                        self.sigma_max.unwrap_or(d.sigma_max),
+                    )
+                    .context("--sigma-min/--sigma-max")?,
+                )
+            }
+            ScheduleKind::Edm => {
+                let d = Edm::default();
+                Box::new(
+                    Edm::new(
+                        self.sigma_min.unwrap_or(d.sigma_min),
+                        self.sigma_max.unwrap_or(d.sigma_max),
+                        self.rho,
+                    )
+                    .context("--sigma-min/--sigma-max/--rho")?,
+                )
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Exact f64 on the CPU (ndarray + BLAS).
+    Reference,
+    /// candle, f32, on --device.
+    Accel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceArg {
+    Cpu,
+    /// CUDA device 0 (needs a build with --features cuda).
+    Cuda,
+}
+
+/// The candle device `--device` names.
+pub(crate) fn open_device(d: DeviceArg) -> anyhow::Result<candle_core::Device> {
+    Ok(accel::device(match d {
+        DeviceArg::Cpu => DeviceKind::Cpu,
+        DeviceArg::Cuda => DeviceKind::Cuda(0),
+    })?)
+}
+
+/// Where the data come from (shared by the commands that read datasets).
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Dataset: fashion-mnist[:train|:test], cifar10:DIR[:train|:test] (data_batch_*.bin or test_batch.bin),
+    /// images:DIR (PNG/JPEG; with --size), npy:FILE (N x d or N x C x H x W; uint8 is divided by 255, floats
+    /// are taken as given and should be in [0, 1]). Pixels are scaled to [0, 1], the authors' clustering scale.
+    #[arg(long, value_name = "SPEC")]
+    pub data: Option<String>,
+    /// Use only the first N images.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// images:DIR only: resize (aspect kept) and centre-crop every image to SIZE x SIZE.
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Folder of the Fashion-MNIST IDX files [default: $MSD_FASHION_MNIST_DIR, else
+    /// /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist)].
+    #[arg(long, value_name = "DIR")]
+    pub fashion_mnist_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// Loads the dataset, or says that --data is missing.
+    pub fn load(&self) -> anyhow::Result<(DataSpec, data::Dataset)> {
+        let Some(spec) = &self.data else {
+            bail!("--data is required (one of {})", data::DATA_SPEC_HELP);
+        };
+        let spec: DataSpec = spec.parse()?;
+        let mut opts = LoadOptions {
+            limit: self.limit,
+            size: self.size,
+            ..LoadOptions::default()
+        };
+        if let Some(dir) = &self.fashion_mnist_dir {
+            opts.fashion_mnist_dir = dir.clone();
+        }
+        let ds = data::load(&spec, &opts)?;
+        Ok((spec, ds))
+    }
+}
