@@ -200,6 +200,7 @@ fn help_is_there_for_every_subcommand() {
         .nth(1)
         .expect("a Commands: section")
         .lines()
+        .skip(1) // the rest of the "Commands:" line
         .take_while(|l| !l.trim().is_empty())
         .filter_map(|l| l.split_whitespace().next())
         .filter(|name| *name != "help")

@@ -6,7 +6,10 @@
 //!   the skip type (uniform in λ, t or √t between the two outer points), and r₁, r₂ the λ fractions of the
 //!   inner points, r_k = (λ(s_k) − λ(s))/h. With `logSNR` spacing this is r₁ = ½ (order 2) and r₁ = ⅓,
 //!   r₂ = ⅔ (order 3); with the time spacings the fractions depend on the step;
-//! - multistep orders 2 and 3 built on the previous model outputs (lower orders while warming up);
+//! - multistep orders 2 and 3 built on the previous model outputs (lower orders while warming up). Order 3
+//!   is the reference's formula exactly: it weights the second difference D₂ ≈ h²·x⁽²⁾/2 by φ₃, the
+//!   coefficient of h²·x⁽²⁾ itself, so its local error stays O(h³) and it is globally second order
+//!   (docs/paper-notes.md §4.1; the tests pin its coefficients);
 //! - `singlestep` uses the order schedule of `get_orders_and_timesteps_for_singlestep_solver` ("DPM-Solver-fast"
 //!   for order 3: K = ⌊NFE/3⌋ + 1 outer steps); `singlestep-fixed` uses K = ⌊NFE/order⌋ steps of one order;
 //! - with `logSNR` spacing, singlestep outer points are uniform in λ over K steps; with the time spacings they
