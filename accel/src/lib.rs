@@ -7,6 +7,8 @@
 //! - [`device`]: choosing the device.
 //! - [`sampler`]: executing sampler plans (built by `msd-reference`, data types in `msd-plan`) on tensors.
 //! - [`unet`]: the multistage U-Nets (NCSN++, DDPM++, LDM), their accounting and weights I/O.
+//! - [`kernels`]: fast CPU kernels (convolution, GroupNorm, FIR resampling) as candle custom ops, with the
+//!   switch back to candle's plain ops.
 //! - [`inception`]: the FID Inception-v3 (pytorch-fid) feature extractor, 2048-d pool3.
 //! - [`fmnist_features`]: the small Fashion-MNIST classifier whose penultimate features `msd` trains and uses.
 
@@ -14,6 +16,7 @@ pub mod denoiser;
 pub mod device;
 pub mod fmnist_features;
 pub mod inception;
+pub mod kernels;
 mod safetensors_io;
 pub mod sampler;
 pub mod unet;

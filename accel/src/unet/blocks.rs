@@ -7,11 +7,12 @@
 
 use std::sync::Mutex;
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 use rand::rngs::StdRng;
 use rand::Rng;
 
 use super::params::{Init, Pb};
+use crate::kernels;
 
 /// Channels × height × width of one feature map (batch excluded).
 pub type Chw = (usize, usize, usize);
@@ -127,7 +128,10 @@ impl Conv {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = if self.k == 1 && self.stride == 1 {
+        let y = if kernels::enabled() && x.device().is_cpu() {
+            // im2col + one GEMM per batch chunk, for 1×1 too (see `crate::kernels`).
+            kernels::conv2d(x, &self.w, self.stride, self.pad)?
+        } else if self.k == 1 && self.stride == 1 {
             // 1×1 convolution as a batched matmul (avoids im2col copies).
             let (b, c, h, w) = x.dims4()?;
             let w2 = self.w.reshape((self.cout, self.cin))?;
@@ -258,7 +262,9 @@ impl Nin {
 /// GroupNorm with affine weight/bias (`weight`, `bias`, `[C]`).
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
-    gn: candle_nn::GroupNorm,
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
     pub channels: usize,
     pub groups: usize,
 }
@@ -293,14 +299,24 @@ impl GroupNorm {
         let w = pb.get("weight", &[channels], Init::Ones)?;
         let b = pb.get("bias", &[channels], Init::Zeros)?;
         Ok(Self {
-            gn: candle_nn::GroupNorm::new(w, b, channels, groups, eps)?,
+            weight: w,
+            bias: b,
+            eps,
             channels,
             groups,
         })
     }
 
+    /// The fused kernel on the CPU, candle_nn's GroupNorm otherwise (see `crate::kernels`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.gn.forward(x)
+        if x.dims().get(1) != Some(&self.channels) {
+            candle_core::bail!(
+                "GroupNorm: expected {} channels, got input shape {:?}",
+                self.channels,
+                x.dims()
+            );
+        }
+        kernels::group_norm(x, self.groups, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -308,48 +324,9 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
     candle_nn::ops::silu(x)
 }
 
-/// Separable 4-tap FIR kernel `[1,3,3,1]` as a normalised 4×4 2-D kernel times `gain`.
-fn fir_kernel(gain: f64) -> Vec<f32> {
-    let k = [1.0, 3.0, 3.0, 1.0];
-    let mut out = Vec::with_capacity(16);
-    for a in k {
-        for b in k {
-            out.push((a * b / 64.0 * gain) as f32);
-        }
-    }
-    out
-}
-
-/// Applies a single-channel kernel to every channel by folding channels into the batch (a grouped conv in
-/// candle is a loop over groups; this is one conv).
-fn per_channel<F>(x: &Tensor, f: F) -> Result<Tensor>
-where
-    F: FnOnce(&Tensor) -> Result<Tensor>,
-{
-    let (b, c, h, w) = x.dims4()?;
-    let y = f(&x.reshape((b * c, 1, h, w))?)?;
-    let (_, _, ho, wo) = y.dims4()?;
-    y.reshape((b, c, ho, wo))
-}
-
-/// score-SDE `downsample_2d(x, [1,3,3,1], factor 2)`: upfirdn2d with pad (1, 1), down 2.
-pub fn fir_down(x: &Tensor) -> Result<Tensor> {
-    let k = Tensor::from_vec(fir_kernel(1.0), (1, 1, 4, 4), x.device())?.to_dtype(x.dtype())?;
-    per_channel(x, |y| y.conv2d(&k, 1, 2, 1, 1))
-}
-
-/// score-SDE `upsample_2d(x, [1,3,3,1], factor 2)`: zero insertion, pad (2, 1), gain 4; equal to a stride-2
-/// transposed convolution with padding 1.
-pub fn fir_up(x: &Tensor) -> Result<Tensor> {
-    let k = Tensor::from_vec(fir_kernel(4.0), (1, 1, 4, 4), x.device())?.to_dtype(x.dtype())?;
-    per_channel(x, |y| y.conv_transpose2d(&k, 1, 0, 2, 1))
-}
-
-/// 4×4 FIR blur with padding 2 (the first half of score-SDE's `conv_downsample_2d`): H → H + 1.
-pub fn fir_blur_pad2(x: &Tensor) -> Result<Tensor> {
-    let k = Tensor::from_vec(fir_kernel(1.0), (1, 1, 4, 4), x.device())?.to_dtype(x.dtype())?;
-    per_channel(x, |y| y.conv2d(&k, 2, 1, 1, 1))
-}
+// The FIR resampling (score-SDE's `[1,3,3,1]` up/down/blur) lives with its fast kernel; it falls back to
+// candle's per-channel (transposed) convolutions when the kernels are off.
+pub use crate::kernels::{fir_blur_pad2, fir_down, fir_up};
 
 /// MACs of a 4×4 per-channel FIR producing `c × ho × wo`.
 pub fn fir_cost(c: usize, ho: usize, wo: usize) -> u64 {
@@ -480,6 +457,13 @@ mod tests {
 
     #[test]
     fn fir_resampling_matches_upfirdn2d() {
+        // Both the fast kernels and the plain candle ops against the direct f64 upfirdn2d.
+        for on in [true, false] {
+            crate::kernels::with_kernels(on, fir_resampling_checks);
+        }
+    }
+
+    fn fir_resampling_checks() {
         let n = 6;
         let x = data(n);
         let kd = [1.0 / 8.0, 3.0 / 8.0, 3.0 / 8.0, 1.0 / 8.0];

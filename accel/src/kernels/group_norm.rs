@@ -1,0 +1,379 @@
+//! GroupNorm with affine weight and bias, forward and backward each in one parallel pass.
+//!
+//! Per batch element `b` and group `g` (its `m = C/G · spatial` values), `x̂ = (x − μ)·r` with the biased
+//! variance and `r = 1/sqrt(var + eps)` (candle_nn's and PyTorch's definition), `y = γ_c·x̂ + β_c`.
+//! Backward, with `u = γ_c·dy`: `dx = r·(u − mean(u) − x̂·mean(u·x̂))` (means over the group),
+//! `dγ_c = Σ dy·x̂`, `dβ_c = Σ dy` (sums over batch and spatial positions). Statistics accumulate in f64.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{applies, same_dtype, slice, Real};
+
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    b: usize,
+    c: usize,
+    groups: usize,
+    /// Spatial positions per channel.
+    s: usize,
+    eps: f64,
+}
+
+impl Geom {
+    fn new(dims: &[usize], groups: usize, eps: f64) -> Result<Self> {
+        if dims.len() < 3 {
+            candle_core::bail!("group_norm: input rank should be at least 3, got shape {dims:?}");
+        }
+        let (b, c) = (dims[0], dims[1]);
+        if groups == 0 || c % groups != 0 {
+            candle_core::bail!("group_norm: {groups} groups do not divide {c} channels");
+        }
+        Ok(Self {
+            b,
+            c,
+            groups,
+            s: dims[2..].iter().product(),
+            eps,
+        })
+    }
+
+    /// Values per group.
+    fn m(&self) -> usize {
+        self.c / self.groups * self.s
+    }
+
+    /// Mean and `1/sqrt(var + eps)` of one group.
+    fn stats<T: Real>(&self, x: &[T]) -> (f64, f64) {
+        let m = x.len() as f64;
+        let mean = x.iter().map(|v| v.to_f64()).sum::<f64>() / m;
+        let var = x.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / m;
+        (mean, 1.0 / (var + self.eps).sqrt())
+    }
+
+    fn forward<T: Real>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
+        let (m, cg) = (self.m(), self.c / self.groups);
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(m)
+            .zip(x.par_chunks(m))
+            .enumerate()
+            .for_each(|(bg, (y, x))| {
+                let (mean, r) = self.stats(x);
+                let c0 = (bg % self.groups) * cg;
+                for (j, (y, x)) in y.chunks_mut(self.s).zip(x.chunks(self.s)).enumerate() {
+                    let (gm, bt) = (gamma[c0 + j].to_f64(), beta[c0 + j].to_f64());
+                    let (a, off) = (gm * r, bt - gm * r * mean);
+                    for (y, x) in y.iter_mut().zip(x) {
+                        *y = T::from_f64(a * x.to_f64() + off);
+                    }
+                }
+            });
+        y
+    }
+
+    /// `[dx (B·C·S), dγ (C), dβ (C)]` in one buffer.
+    fn backward<T: Real>(&self, x: &[T], gamma: &[T], dy: &[T]) -> Vec<T> {
+        let (m, cg, s) = (self.m(), self.c / self.groups, self.s);
+        let n = x.len();
+        let mut out = vec![T::zero(); n + 2 * self.c];
+        // Per (batch, channel) partial sums of dy·x̂ and dy.
+        let mut partial = vec![(0.0f64, 0.0f64); self.b * self.c];
+        out[..n]
+            .par_chunks_mut(m)
+            .zip(x.par_chunks(m).zip(dy.par_chunks(m)))
+            .zip(partial.par_chunks_mut(cg))
+            .enumerate()
+            .for_each(|(bg, ((dx, (x, dy)), part))| {
+                let (mean, r) = self.stats(x);
+                let c0 = (bg % self.groups) * cg;
+                let (mut su, mut sux) = (0.0, 0.0);
+                for (j, (x, dy)) in x.chunks(s).zip(dy.chunks(s)).enumerate() {
+                    let gm = gamma[c0 + j].to_f64();
+                    let (mut sdy, mut sdyx) = (0.0, 0.0);
+                    for (x, dy) in x.iter().zip(dy) {
+                        let (xh, d) = ((x.to_f64() - mean) * r, dy.to_f64());
+                        sdy += d;
+                        sdyx += d * xh;
+                    }
+                    part[j] = (sdyx, sdy);
+                    su += gm * sdy;
+                    sux += gm * sdyx;
+                }
+                let (mu, mux) = (su / m as f64, sux / m as f64);
+                for (j, ((dx, x), dy)) in dx
+                    .chunks_mut(s)
+                    .zip(x.chunks(s))
+                    .zip(dy.chunks(s))
+                    .enumerate()
+                {
+                    let gm = gamma[c0 + j].to_f64();
+                    for ((dx, x), dy) in dx.iter_mut().zip(x).zip(dy) {
+                        let xh = (x.to_f64() - mean) * r;
+                        *dx = T::from_f64(r * (gm * dy.to_f64() - mu - xh * mux));
+                    }
+                }
+            });
+        for c in 0..self.c {
+            let (mut dg, mut db) = (0.0, 0.0);
+            for b in 0..self.b {
+                dg += partial[b * self.c + c].0;
+                db += partial[b * self.c + c].1;
+            }
+            out[n + c] = T::from_f64(dg);
+            out[n + self.c + c] = T::from_f64(db);
+        }
+        out
+    }
+}
+
+fn check_affine(g: &Geom, l2: &Layout, l3: &Layout, name: &str) -> Result<()> {
+    for (l, what) in [(l2, "weight"), (l3, "bias")] {
+        if l.shape().elem_count() != g.c || l.shape().rank() != 1 {
+            candle_core::bail!(
+                "{name}: {what} has shape {:?}, expected [{}] (one per channel)",
+                l.shape().dims(),
+                g.c
+            );
+        }
+    }
+    Ok(())
+}
+
+macro_rules! by_dtype3 {
+    ($s:expr, $name:expr, |$a:ident, $b:ident, $c:ident| $body:expr) => {{
+        let ((s1, l1), (s2, l2), (s3, l3)) = $s;
+        match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let ($a, $b, $c) = (
+                    slice::<f32>(s1, l1, $name)?,
+                    slice::<f32>(s2, l2, $name)?,
+                    slice::<f32>(s3, l3, $name)?,
+                );
+                CpuStorage::F32($body)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let ($a, $b, $c) = (
+                    slice::<f64>(s1, l1, $name)?,
+                    slice::<f64>(s2, l2, $name)?,
+                    slice::<f64>(s3, l3, $name)?,
+                );
+                CpuStorage::F64($body)
+            }
+            (a, b, c) => candle_core::bail!(
+                "{}: unsupported dtypes {:?}, {:?}, {:?} (f32 or f64, all the same)",
+                $name,
+                a.dtype(),
+                b.dtype(),
+                c.dtype()
+            ),
+        }
+    }};
+}
+
+/// `group_norm(x, γ, β)`.
+struct GroupNorm {
+    groups: usize,
+    eps: f64,
+}
+
+/// `(x, γ, dy)` → `[dx, dγ, dβ]` flattened into one vector.
+struct GroupNormGrad {
+    groups: usize,
+    eps: f64,
+}
+
+impl CustomOp3 for GroupNorm {
+    fn name(&self) -> &'static str {
+        "msd-group-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.shape().dims(), self.groups, self.eps)?;
+        check_affine(&g, l2, l3, self.name())?;
+        let out = by_dtype3!(((s1, l1), (s2, l2), (s3, l3)), self.name(), |x, gm, bt| g
+            .forward(x, gm, bt));
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let all = x.apply_op3_no_bwd(
+            gamma,
+            &dy.contiguous()?,
+            &GroupNormGrad {
+                groups: self.groups,
+                eps: self.eps,
+            },
+        )?;
+        let (n, c) = (x.elem_count(), gamma.elem_count());
+        let dx = all.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dg = all.narrow(0, n, c)?;
+        let db = all.narrow(0, n + c, c)?;
+        Ok((Some(dx), Some(dg), Some(db)))
+    }
+}
+
+impl CustomOp3 for GroupNormGrad {
+    fn name(&self) -> &'static str {
+        "msd-group-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.shape().dims(), self.groups, self.eps)?;
+        check_affine(&g, l2, l2, self.name())?;
+        if l3.shape() != l1.shape() {
+            candle_core::bail!(
+                "{}: output gradient {:?} does not match the input {:?}",
+                self.name(),
+                l3.shape().dims(),
+                l1.shape().dims()
+            );
+        }
+        let out = by_dtype3!(((s1, l1), (s2, l2), (s3, l3)), self.name(), |x, gm, dy| g
+            .backward(x, gm, dy));
+        Ok((out, Shape::from(l1.shape().elem_count() + 2 * g.c)))
+    }
+}
+
+/// GroupNorm of `x` (`[B, C, ...]`) with `groups` groups, per-channel `weight` and `bias` (`[C]`): the fused
+/// kernel on CPU f32/f64 tensors when the kernels are on, candle_nn's composed op otherwise.
+pub fn group_norm(
+    x: &Tensor,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    if !applies(&[x, weight, bias]) {
+        let c = x.dims().get(1).copied().unwrap_or(0);
+        return candle_nn::Module::forward(
+            &candle_nn::GroupNorm::new(weight.clone(), bias.clone(), c, groups, eps)?,
+            x,
+        );
+    }
+    same_dtype("group_norm", x, weight)?;
+    same_dtype("group_norm", x, bias)?;
+    let g = Geom::new(x.dims(), groups, eps)?;
+    for (t, what) in [(weight, "weight"), (bias, "bias")] {
+        if t.dims() != [g.c] {
+            candle_core::bail!(
+                "group_norm: {what} has shape {:?}, expected [{}] (one per channel)",
+                t.dims(),
+                g.c
+            );
+        }
+    }
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        GroupNorm { groups, eps },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+    use candle_core::{DType, Device};
+    use proptest::prelude::*;
+
+    fn plain(t: &[Tensor], groups: usize, eps: f64) -> Result<Tensor> {
+        let c = t[0].dim(1)?;
+        candle_nn::Module::forward(
+            &candle_nn::GroupNorm::new(t[1].clone(), t[2].clone(), c, groups, eps)?,
+            &t[0],
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Output and the three gradients against candle_nn's GroupNorm (checked against finite differences),
+        /// f32, random shapes and group counts.
+        #[test]
+        fn matches_candle(
+            b in 1usize..4, cg in 1usize..5, groups in 1usize..5, h in 1usize..7, w in 1usize..7,
+            seed in 0u64..1000,
+        ) {
+            prop_assume!(cg * h * w > 1);
+            let c = cg * groups;
+            let eps = 1e-6;
+            let dev = Device::Cpu;
+            let x = rand_tensor(&[b, c, h, w], seed, DType::F32, &dev);
+            let gm = rand_tensor(&[c], seed + 1, DType::F32, &dev);
+            let bt = rand_tensor(&[c], seed + 2, DType::F32, &dev);
+            let (got, want) = compare_grads(&[&x, &gm, &bt], |t| group_norm(&t[0], groups, &t[1], &t[2], eps), |t| plain(t, groups, eps), seed + 3);
+            // x̂ = (x − μ)·r is bounded by sqrt(m) (m values per group) and r by 1/std; candle's f32 sums of m
+            // terms carry relative error ~m·ε in μ and var, so x̂ errs by ~m·ε·r·max|x| and dx (a combination
+            // of m-term means times r) by a few times m·ε·r² ·max|dy|; dγ, dβ sum b·h·w terms of size sqrt(m).
+            let m = (cg * h * w) as f64;
+            let r = candle_core::Tensor::to_vec1::<f64>(&x.reshape((b, groups, cg * h * w)).unwrap().to_dtype(DType::F64).unwrap()
+                .var_keepdim(2).unwrap().flatten_all().unwrap()).unwrap()
+                .iter().map(|v| 1.0 / (v * (m - 1.0) / m + eps).sqrt()).fold(0.0, f64::max);
+            let tol = 16.0 * f32::EPSILON as f64 * (m * r * r * (1.0 + r) + (b * h * w) as f64 * m.sqrt());
+            assert_close_all(&got, &want, tol);
+        }
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_f64() {
+        let dev = Device::Cpu;
+        for &(b, c, groups, h, w) in &[(2, 4, 2, 3, 3), (1, 6, 3, 2, 5), (3, 2, 1, 4, 1)] {
+            let x = rand_tensor(&[b, c, h, w], 11, DType::F64, &dev);
+            let gm = rand_tensor(&[c], 12, DType::F64, &dev);
+            let bt = rand_tensor(&[c], 13, DType::F64, &dev);
+            check_finite_differences(
+                &[&x, &gm, &bt],
+                |t| group_norm(&t[0], groups, &t[1], &t[2], 1e-5),
+                14,
+            );
+        }
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((2, 6, 3, 3), DType::F32, &dev).unwrap();
+        let g = Tensor::ones(6, DType::F32, &dev).unwrap();
+        let e = group_norm(&x, 4, &g, &g, 1e-5).unwrap_err().to_string();
+        assert!(e.contains("4 groups do not divide 6"), "{e}");
+        let g5 = Tensor::ones(5, DType::F32, &dev).unwrap();
+        assert!(group_norm(&x, 3, &g5, &g, 1e-5)
+            .unwrap_err()
+            .to_string()
+            .contains("expected [6]"));
+        let g64 = g.to_dtype(DType::F64).unwrap();
+        assert!(group_norm(&x, 3, &g64, &g, 1e-5)
+            .unwrap_err()
+            .to_string()
+            .contains("dtype mismatch"));
+        let x2 = Tensor::zeros((2, 6), DType::F32, &dev).unwrap();
+        assert!(group_norm(&x2, 3, &g, &g, 1e-5)
+            .unwrap_err()
+            .to_string()
+            .contains("rank"));
+    }
+}

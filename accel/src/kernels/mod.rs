@@ -1,0 +1,99 @@
+//! Fast CPU kernels for the U-Nets, as candle custom ops with their own backward.
+//!
+//! candle 0.11's CPU convolution gradients and transposed convolution are direct loops, its GroupNorm is a
+//! chain of single-threaded small ops, and the per-channel FIR resampling is a 1-channel (transposed)
+//! convolution over `B·C` planes; together they take most of a U-Net training step (see
+//! `notes/network-speed.md`). The ops here replace them on the CPU:
+//!
+//! - [`conv2d`]: convolution (any kernel size, stride, padding; one group) forward and both gradients as
+//!   im2col/col2im around one large OpenBLAS GEMM per chunk of the batch;
+//! - [`group_norm`]: GroupNorm forward and backward fused into one pass each (statistics in f64);
+//! - [`fir_down`]/[`fir_up`]/[`fir_blur_pad2`]: the separable `[1,3,3,1]` FIR resampling, each op's
+//!   gradient being its adjoint (the same op with the transpose flag flipped).
+//!
+//! Every op supports f32 and f64 (the f64 path is what the finite-difference tests check). On any other
+//! device or dtype, or when the kernels are switched off, the plain candle ops are used, so CUDA builds
+//! keep candle's kernels.
+//!
+//! # The switch
+//! The kernels are on by default. `MSD_KERNELS=plain` (or `off`, `0`) in the environment turns them off for
+//! the whole process (read once); [`with_kernels`] overrides that for the calling thread, which is how the
+//! tests and benches compare both paths in one process. The choice is made when an op is recorded: a
+//! backward pass uses the kernels of its forward pass.
+
+mod blas;
+pub mod conv;
+pub mod fir;
+pub mod group_norm;
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
+
+pub use conv::conv2d;
+pub use fir::{fir_blur_pad2, fir_down, fir_up};
+pub use group_norm::group_norm;
+
+thread_local! {
+    static OVERRIDE: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+fn env_default() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(
+            std::env::var("MSD_KERNELS").as_deref(),
+            Ok("plain") | Ok("off") | Ok("0")
+        )
+    })
+}
+
+/// Whether ops recorded on this thread use the fast kernels (on CPU tensors of f32/f64).
+pub fn enabled() -> bool {
+    OVERRIDE.with(|o| o.get()).unwrap_or_else(env_default)
+}
+
+/// Runs `f` with the kernels switched on or off for the calling thread, restoring the previous setting.
+pub fn with_kernels<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<bool>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OVERRIDE.with(|o| o.set(self.0));
+        }
+    }
+    let _restore = Restore(OVERRIDE.with(|o| o.replace(Some(on))));
+    f()
+}
+
+/// Whether the kernels apply to these tensors (switch on, CPU, f32 or f64).
+fn applies(ts: &[&Tensor]) -> bool {
+    enabled()
+        && ts
+            .iter()
+            .all(|t| t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64))
+}
+
+/// A float type the kernels compute in.
+pub(crate) trait Real: WithDType + blas::Gemm {}
+impl Real for f32 {}
+impl Real for f64 {}
+
+/// The contiguous data of a custom op's argument.
+fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
+    let data = T::cpu_storage_as_slice(s)?;
+    match l.contiguous_offsets() {
+        Some((a, b)) if b <= data.len() => Ok(&data[a..b]),
+        _ => candle_core::bail!("{what}: the kernel needs a contiguous input"),
+    }
+}
+
+fn same_dtype(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.dtype() != b.dtype() {
+        candle_core::bail!("{op}: dtype mismatch, {:?} and {:?}", a.dtype(), b.dtype());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod testutil;
