@@ -394,4 +394,6 @@ impl MultistageUNet {
 }
 
 #[cfg(test)]
+mod peer_tests;
+#[cfg(test)]
 mod tests;
