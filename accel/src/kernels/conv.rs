@@ -442,6 +442,26 @@ mod tests {
         }
     }
 
+    /// A batch larger than one chunk of the columns matrix: the chunk loop, the scatter/gather offsets and
+    /// the weight gradient's accumulation over chunks.
+    #[test]
+    fn multi_chunk_batch_matches_candle() {
+        let dev = Device::Cpu;
+        let (b, ci, co, h) = (16, 64, 8, 32);
+        let g = Geom::new((b, ci, h, h), (co, ci, 3, 3), 1, 1).unwrap();
+        assert!(g.chunk() < b, "chunk {} should split batch {b}", g.chunk());
+        let x = rand_tensor(&[b, ci, h, h], 31, DType::F32, &dev);
+        let wt = rand_tensor(&[co, ci, 3, 3], 32, DType::F32, &dev);
+        let (got, want) = compare_grads(
+            &[&x, &wt],
+            |t| conv2d(&t[0], &t[1], 1, 1),
+            |t| plain(&t[0], &t[1], 1, 1),
+            33,
+        );
+        // Same bound as the proptest: the weight gradient sums b·h·w = 16384 products.
+        assert_close_all(&got, &want, 4.0 * (b * h * h) as f64 * f32::EPSILON as f64);
+    }
+
     #[test]
     fn gradients_match_finite_differences_f64() {
         let dev = Device::Cpu;
