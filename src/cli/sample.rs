@@ -54,7 +54,7 @@ pub struct SampleArgs {
     #[arg(long, value_name = "DIR")]
     pub save_trajectory: Option<PathBuf>,
     /// Seed of the noise stream of stochastic samplers.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
     /// Which backend runs the plan.
     #[arg(long, value_enum, default_value_t = Backend::Reference)]
@@ -93,6 +93,7 @@ fn write_step(dir: &Path, step: usize, x: ArrayView2<f64>, shape: &[usize]) -> a
 }
 
 pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
+    crate::output::check(&args.out).context("--out")?;
     let built = args.plan.build()?;
     let plan = &built.plan;
     let (data, _) = npy::read_matrix(&args.data).context("--data")?;
@@ -202,7 +203,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         trajectory_steps: saved,
     };
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        outln!("{}", serde_json::to_string(&summary)?);
     } else {
         eprintln!(
             "sampled {} points with {} ({} NFE) on {} training points (d = {}) in {:.3} s -> {}",
