@@ -112,13 +112,14 @@ pub(crate) fn open_device(d: DeviceArg) -> anyhow::Result<candle_core::Device> {
 pub struct DataArgs {
     /// Dataset: fashion-mnist[:train|:test], cifar10:DIR[:train|:test] (data_batch_*.bin or test_batch.bin),
     /// images:DIR (PNG/JPEG; with --size), npy:FILE (N x d or N x C x H x W; uint8 is divided by 255, floats
-    /// are taken as given and should be in [0, 1]). Pixels are scaled to [0, 1], the authors' clustering scale.
+    /// must be in [0, 1]). Pixels are scaled to [0, 1], the authors' clustering scale. Limits: 2^31 values
+    /// in all, images of at most 4096 x 4096 pixels, CIFAR-10 batches of at most 100 000 records.
     #[arg(long, value_name = "SPEC")]
     pub data: Option<String>,
     /// Use only the first N images.
     #[arg(long, value_name = "N", value_parser = limit_count, allow_negative_numbers = true)]
     pub limit: Option<usize>,
-    /// images:DIR only: resize (aspect kept) and centre-crop every image to SIZE x SIZE.
+    /// images:DIR only: resize (aspect kept) and centre-crop every image to SIZE x SIZE (1 to 4096).
     #[arg(long, value_parser = size_count, allow_negative_numbers = true)]
     pub size: Option<usize>,
     /// Folder of the Fashion-MNIST IDX files [default: $MSD_FASHION_MNIST_DIR, else

@@ -86,7 +86,7 @@ pub struct ClusterArgs {
     /// Clustering method.
     #[arg(long, value_enum, default_value_t = Method::OptimalDenoiser)]
     pub method: Method,
-    /// Number of stages n (>= 2).
+    /// Number of stages n (2 to 1000).
     #[arg(long, default_value_t = 3, value_parser = super::args::stages_count, allow_negative_numbers = true)]
     pub stages: usize,
     /// optimal-denoiser: which algorithm.
@@ -111,7 +111,7 @@ pub struct ClusterArgs {
     /// Smallest time eps_t: t ~ U[t-min, 1] (Algorithm 1) and the first grid node (Algorithm 2).
     #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     pub t_min: f64,
-    /// Algorithm 1: number of tau values of the grid search (tau = j/G, j = 1..G).
+    /// Algorithm 1: number of tau values of the grid search (tau = j/G, j = 1..G; at most 10^7).
     #[arg(long, default_value_t = 10_000, value_parser = super::args::draws_count, allow_negative_numbers = true)]
     pub tau_grid: usize,
     /// Space of the functional distance.
@@ -123,13 +123,13 @@ pub struct ClusterArgs {
     /// Algorithm 2 objective.
     #[arg(long, value_enum, default_value_t = ObjectiveArg::Paper)]
     pub objective: ObjectiveArg,
-    /// timestep/snr baselines: number of grid points t = j/G (the authors' 1000).
+    /// timestep/snr baselines: number of grid points t = j/G (the authors' 1000; 2 to 5000).
     #[arg(long, default_value_t = 1000, value_parser = super::args::grid_count, allow_negative_numbers = true)]
     pub baseline_grid: usize,
     /// gradient baseline: the G x G affinity matrix (.npy).
     #[arg(long, value_name = "A.npy")]
     pub gradient: Option<PathBuf>,
-    /// Algorithm 2: write the similarity matrix (G x G float64 .npy) for later runs.
+    /// Algorithm 2: write the similarity matrix (G x G float64 .npy) for later runs. Written through a temporary file; an existing symlink, FIFO or device here is refused, not replaced.
     #[arg(long, value_name = "S.npy")]
     pub save_similarity: Option<PathBuf>,
     /// Algorithm 2: read the similarity matrix from an earlier --save-similarity (same --grid-step/--t-min)

@@ -54,7 +54,7 @@ pub struct DenoiseArgs {
     /// What to output.
     #[arg(long, value_enum, default_value_t = Predict::Eps)]
     pub predict: Predict,
-    /// Where to write the B x d float64 result.
+    /// Where to write the B x d float64 result. Written through a temporary file; an existing symlink, FIFO or device here is refused, not replaced.
     #[arg(long, value_name = "OUT.npy")]
     pub out: PathBuf,
     /// Which backend computes it.

@@ -124,7 +124,7 @@ pub struct FidStatsArgs {
     /// The set to summarise.
     #[arg(value_name = "SPEC")]
     pub spec: String,
-    /// Output statistics file (.npz with float64 `mu` and `sigma`, readable by pytorch-fid and clean-fid).
+    /// Output statistics file (.npz with float64 `mu` and `sigma`, readable by pytorch-fid and clean-fid). Written through a temporary file; an existing symlink, FIFO or device here is refused, not replaced.
     #[arg(long, value_name = "STATS.npz")]
     pub out: PathBuf,
     /// Feature extractor for image SPECs: inception:WEIGHTS.safetensors or fmnist:CKPT.safetensors.

@@ -82,7 +82,8 @@ pub struct PlanArgs {
     /// euler-maruyama.
     #[arg(long, value_enum)]
     pub skip: Option<SkipArg>,
-    /// DPM-Solver: number of function evaluations (DPM-Solver's `steps`; same as --steps). Default 20.
+    /// DPM-Solver: number of function evaluations (DPM-Solver's `steps`; same as --steps; 1 to 100000).
+    /// Default 20.
     #[arg(long, value_parser = super::args::steps_count, allow_negative_numbers = true)]
     pub nfe: Option<usize>,
     /// Number of steps (DPM-Solver: = NFE; heun: 2*steps - 1 NFE). Defaults: 20 (dpm-solver), 18 (euler,

@@ -19,7 +19,7 @@ pub struct PrdcArgs {
     /// The generated set: recall is the fraction of --a inside its k-NN manifold.
     #[arg(long, value_name = "SPEC")]
     pub b: String,
-    /// Neighbourhood size: each sample's ball reaches its k-th nearest neighbour (the paper uses 3).
+    /// Neighbourhood size: each sample's ball reaches its k-th nearest neighbour (the paper uses 3; 1 to 10000).
     #[arg(long, default_value_t = 3, value_parser = super::args::k_count, allow_negative_numbers = true)]
     pub k: usize,
     /// Feature extractor for image SPECs: inception:WEIGHTS.safetensors or fmnist:CKPT.safetensors.

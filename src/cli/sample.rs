@@ -47,7 +47,7 @@ pub struct SampleArgs {
     pub noise: PathBuf,
     #[command(flatten)]
     pub plan: PlanArgs,
-    /// Where to write the final samples (float64, Z's shape).
+    /// Where to write the final samples (float64, Z's shape). Written through a temporary file; an existing symlink, FIFO or device here is refused, not replaced.
     #[arg(long, value_name = "X.npy")]
     pub out: PathBuf,
     /// Write x_T as step_0000.npy and the state after every outer step k as step_{k:04}.npy into DIR.

@@ -32,7 +32,7 @@ The sanity check: FID-style distances (128-d penultimate features) between the t
 between the test set and copies of it with Gaussian noise (std --noise, clipped to [0, 1]) and with a
 5 x 5 binomial blur; the first should be the smallest.")]
 pub struct TrainFeaturesArgs {
-    /// Checkpoint to write (safetensors); the sidecar goes to the same path with extension .json.
+    /// Checkpoint to write (safetensors); the sidecar goes to the same path with extension .json. Written through a temporary file; an existing symlink, FIFO or device here is refused, not replaced.
     #[arg(long, value_name = "CKPT.safetensors")]
     pub out: PathBuf,
     #[arg(long, default_value_t = 2, value_parser = super::args::epochs_count, allow_negative_numbers = true)]
