@@ -121,7 +121,7 @@ pub fn open(path: &Path) -> Result<(File, Option<u64>), std::io::Error> {
             "is a directory",
         ));
     }
-    let len = meta.is_file().then(|| meta.len());
+    let len = meta.is_file().then_some(meta.len());
     Ok((f, len))
 }
 

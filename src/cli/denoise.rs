@@ -92,7 +92,7 @@ fn noise_level(args: &DenoiseArgs) -> anyhow::Result<NoiseLevel> {
             bail!("--t: edm's time variable is sigma itself; pass --sigma instead")
         }
         // sigma = 0 is the data itself: only x0 is defined there (checked by the caller).
-        (None, Some(sigma), ScheduleKind::Ve | ScheduleKind::Edm) if sigma == 0.0 => {
+        (None, Some(0.0), ScheduleKind::Ve | ScheduleKind::Edm) => {
             Ok(NoiseLevel::new(1.0, 0.0).context("--sigma 0")?)
         }
         (None, Some(sigma), ScheduleKind::Ve | ScheduleKind::Edm) => {

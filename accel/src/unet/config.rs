@@ -130,16 +130,7 @@ impl UNetConfig {
     /// absurd sizes is refused up front ("model too large") instead of running for minutes or wrapping the
     /// u64 counts. The limits are far above the paper's models (the largest preset costs ~1e11 MACs).
     fn check_size(&self) -> Result<(), String> {
-        let (name, in_ch, res, en, de, mult, blocks, attn): (
-            &str,
-            usize,
-            usize,
-            usize,
-            &[usize],
-            &[usize],
-            usize,
-            &[usize],
-        ) = match &self.family {
+        let (name, in_ch, res, en, de, mult, blocks, attn): Sizes = match &self.family {
             Family::Ncsnpp(c) => (
                 "ncsnpp",
                 c.in_channels,
@@ -233,6 +224,19 @@ impl UNetConfig {
         toml::to_string(self).map_err(|e| e.to_string())
     }
 }
+
+/// A family's sizes: name, in_channels, resolution, en_width, de_widths, channel multipliers, blocks per
+/// level, attention entries.
+type Sizes<'a> = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    &'a [usize],
+    &'a [usize],
+    usize,
+    &'a [usize],
+);
 
 /// Most stages a config may have.
 pub const MAX_STAGES: usize = 64;
