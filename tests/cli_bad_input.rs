@@ -640,3 +640,32 @@ fn defined_edge_cases_are_accepted() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_only_files(dir.path(), &["d.npy", "x.npy", "o.npy"]);
 }
+
+#[test]
+fn a_failed_sample_removes_its_trajectory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_npy(dir.path(), "d.npy", &array![[0.0, 1.0], [1.0, 0.0]]);
+    let z = write_npy(dir.path(), "z.npy", &array![[0.3, -0.2]]);
+    let traj = dir.path().join("traj");
+    // Step 3 cannot be written (a folder is in the way): the run fails after writing steps 0 to 2.
+    std::fs::create_dir_all(traj.join("step_0003.npy")).unwrap();
+    let out = dir.path().join("x.npy");
+    let o = msd(&[
+        "sample",
+        "--data",
+        s(&data),
+        "--noise",
+        s(&z),
+        "--solver",
+        "euler",
+        "--steps",
+        "6",
+        "--out",
+        s(&out),
+        "--save-trajectory",
+        s(&traj),
+    ]);
+    assert_clean_error(&o, "step_0003.npy");
+    assert_only_files(dir.path(), &["d.npy", "z.npy", "traj"]);
+    assert_only_files(&traj, &["step_0003.npy"]);
+}
