@@ -77,7 +77,7 @@ impl Extractor {
             FeatureSpec::Fmnist(p) => {
                 let side = sidecar_path(p);
                 if side.exists() {
-                    let text = std::fs::read_to_string(&side)
+                    let text = crate::limits::read_text(&side, "a checkpoint sidecar")
                         .with_context(|| format!("{}: cannot read", side.display()))?;
                     let v: serde_json::Value = serde_json::from_str(&text)
                         .with_context(|| format!("{}: not JSON", side.display()))?;
@@ -217,44 +217,41 @@ fn load_images(spec: &DataSpec) -> anyhow::Result<Input> {
     Ok(Input::Images(data::load(spec, &LoadOptions::default())?))
 }
 
-/// Reads an N × d feature matrix from a 2-D `.npy`.
-fn load_features(path: &Path) -> anyhow::Result<Input> {
-    let (a, _) = npy::read_f64(path)?;
-    if a.ndim() != 2 {
-        bail!(
-            "{}: features must be an N x d array, got shape {:?}",
+/// Features (2-D) or images (3-D, 4-D) from an array read once from the `.npy` at `path`.
+fn from_npy(path: &Path, images_ok: bool) -> anyhow::Result<Input> {
+    let (a, dtype) = npy::read_f64(path)?;
+    match a.ndim() {
+        2 => Ok(Input::Features(npy::into_matrix(a, dtype, path)?.0)),
+        3 | 4 if images_ok => Ok(Input::Images(data::dataset_from_array(
+            a, dtype, path, None,
+        )?)),
+        _ if !images_ok => bail!(
+            "{}: features must be an N x d array, got shape {}",
             path.display(),
-            a.shape()
-        );
+            crate::limits::shape_text(a.shape())
+        ),
+        _ => bail!(
+            "{}: a .npy SPEC is N x d features or N x [C x] H x W images, got shape {}",
+            path.display(),
+            crate::limits::shape_text(a.shape())
+        ),
     }
-    let (m, _) = npy::read_matrix(path)?;
-    Ok(Input::Features(m))
 }
 
-/// Resolves an evaluation SPEC (see the module documentation).
+/// Resolves an evaluation SPEC (see the module documentation). Every file is read once.
 pub fn resolve(spec: &str) -> anyhow::Result<Input> {
     if let Some(p) = spec.strip_prefix("stats:") {
         return Ok(Input::Stats(stats::read_npz(Path::new(p))?));
     }
     if let Some(p) = spec.strip_prefix("features:") {
-        return load_features(Path::new(p));
+        return from_npy(Path::new(p), false);
     }
     let path = Path::new(spec);
     if has_ext(path, "npz") {
         return Ok(Input::Stats(stats::read_npz(path)?));
     }
     if has_ext(path, "npy") {
-        let (a, _) = npy::read_f64(path)?;
-        return match a.ndim() {
-            2 => load_features(path),
-            3 | 4 => load_images(&DataSpec::Npy {
-                path: path.to_path_buf(),
-            }),
-            _ => bail!(
-                "{spec}: a .npy SPEC is N x d features or N x [C x] H x W images, got shape {:?}",
-                a.shape()
-            ),
-        };
+        return from_npy(path, true);
     }
     if path.is_dir() {
         return load_images(&DataSpec::Images {

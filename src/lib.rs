@@ -7,6 +7,8 @@
 //! - [`bridge`]: moving arrays between the two backends.
 //! - [`eval`]: evaluation inputs (statistics, features, images) and feature extractors.
 //! - [`stats`]: `mu`/`sigma` statistics `.npz` files (pytorch-fid / clean-fid compatible).
+//! - [`limits`]: bounded reading of input files (sizes checked before allocating, documented ceilings).
+//! - [`output`]: output files written through a temporary file, never left half-written.
 //! - [`cli`]: the `msd` command line.
 
 // See reference/src/lib.rs: every artifact must link OpenBLAS.
@@ -19,5 +21,7 @@ pub mod bridge;
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod limits;
 pub mod npy;
+pub mod output;
 pub mod stats;

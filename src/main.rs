@@ -12,22 +12,23 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Ctrl-C (or kill) during a write removes the temporary output file.
+    msd::output::install_signal_cleanup();
     // A panic is a bug in msd, never the user's fault: say so in one line instead of a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("error: internal error (please report this bug): {info}");
+        eprintln!(
+            "error: internal error (please report this bug): {}",
+            msd::cli::one_line(&info.to_string())
+        );
     }));
-    let cli = msd::cli::Cli::parse();
+    let cli = match msd::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return msd::cli::clap_exit(e),
+    };
     match msd::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line, whatever the message (TOML and candle errors span several).
-            let msg = format!("{err:#}");
-            let lines: Vec<&str> = msg
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
-            eprintln!("error: {}", lines.join("; "));
+            eprintln!("error: {}", msd::cli::error_line(&err));
             ExitCode::FAILURE
         }
     }

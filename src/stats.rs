@@ -8,16 +8,20 @@
 //! ignored.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array2, ArrayD, Ix1, Ix2};
-use ndarray_npy::{NpzReader, NpzWriter, ReadNpyError, ReadNpzError};
+use ndarray_npy::NpzWriter;
 use thiserror::Error;
+use zip::ZipArchive;
+
+use crate::limits::{shape_text, shorten};
+use crate::npy;
 
 #[derive(Debug, Error)]
 pub enum StatsError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {}", crate::limits::io_message(.source))]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -55,73 +59,106 @@ impl FeatureStats {
     }
 }
 
-fn read_member(
-    npz: &mut NpzReader<File>,
+/// Largest feature dimension d of a statistics file: 8192 (sigma is then 512 MiB; Inception's d is 2048).
+pub const MAX_STATS_DIM: usize = 8192;
+
+/// Reads member `name` (or `name.npy`) of the archive as f64, at most `max_bytes` of array data: the
+/// member's `.npy` header is checked before its data are decompressed, and decompression stops one byte
+/// past what the header declares.
+fn read_member<R: Read + Seek>(
+    zip: &mut ZipArchive<R>,
     path: &Path,
     name: &'static str,
+    max_bytes: u64,
 ) -> Result<ArrayD<f64>, StatsError> {
     let bad = |detail: String| StatsError::BadArray {
         path: path.to_path_buf(),
         name,
         detail,
     };
-    let names = npz.names().map_err(|e| StatsError::NotNpz {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
-    if !names.iter().any(|n| n == name) {
-        return Err(StatsError::Missing {
+    let found: Vec<String> = zip
+        .file_names()
+        .map(|n| n.strip_suffix(".npy").unwrap_or(n).to_string())
+        .collect();
+    let member = [name.to_string(), format!("{name}.npy")]
+        .into_iter()
+        .find(|m| zip.index_for_name(m).is_some())
+        .ok_or_else(|| StatsError::Missing {
             path: path.to_path_buf(),
             name,
-            found: names,
-        });
+            found: found.iter().take(10).map(|n| shorten(n, 40)).collect(),
+        })?;
+    let file = zip.by_name(&member).map_err(|e| bad(e.to_string()))?;
+    let member_path = path.join(&member);
+    let (a, dtype) = npy::read_from_max(file, None, &member_path, max_bytes).map_err(|e| {
+        // The path is already in our message: keep npy's detail only.
+        let text = e.to_string();
+        let prefix = format!("{}: ", member_path.display());
+        bad(text.strip_prefix(&prefix).unwrap_or(&text).to_string())
+    })?;
+    if dtype == npy::NpyDtype::U8 {
+        return Err(bad(
+            "unsupported element type uint8; statistics must be float64 or float32".into(),
+        ));
     }
-    match npz.by_name::<ndarray::OwnedRepr<f64>, _>(name) {
-        Ok(a) => return Ok(a),
-        Err(ReadNpzError::Npy(ReadNpyError::WrongDescriptor(_))) => {}
-        Err(e) => return Err(bad(e.to_string())),
-    }
-    match npz.by_name::<ndarray::OwnedRepr<f32>, _>(name) {
-        Ok(a) => Ok(a.mapv(f64::from)),
-        Err(ReadNpzError::Npy(ReadNpyError::WrongDescriptor(d))) => Err(bad(format!(
-            "unsupported element type {d}; statistics must be float64 or float32"
-        ))),
-        Err(e) => Err(bad(e.to_string())),
-    }
+    Ok(a)
 }
 
-/// Reads `mu` and `sigma` from a pytorch-fid / clean-fid statistics `.npz`, checking shapes (d and d × d)
-/// and finiteness.
+/// Reads `mu` and `sigma` from a pytorch-fid / clean-fid statistics `.npz`, checking shapes (d and d × d),
+/// finiteness, symmetry and positive semi-definiteness of sigma.
 pub fn read_npz(path: &Path) -> Result<FeatureStats, StatsError> {
-    let file = File::open(path).map_err(|source| StatsError::Io {
+    let (file, _) = crate::limits::open(path).map_err(|source| StatsError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut npz = NpzReader::new(file).map_err(|e| StatsError::NotNpz {
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        // A zip is read from its end: it needs a seekable regular file.
+        return Err(StatsError::NotNpz {
+            path: path.to_path_buf(),
+            detail: "not a regular file (a .npz must be seekable)".into(),
+        });
+    }
+    parse_npz(std::io::BufReader::new(file), path)
+}
+
+/// Parses a statistics `.npz` from any seekable reader, as [`read_npz`] does; `path` names it in errors.
+pub fn parse_npz<R: Read + Seek>(reader: R, path: &Path) -> Result<FeatureStats, StatsError> {
+    let mut zip = ZipArchive::new(reader).map_err(|e| StatsError::NotNpz {
         path: path.to_path_buf(),
         detail: e.to_string(),
     })?;
-    let mu = read_member(&mut npz, path, "mu")?;
-    let sigma = read_member(&mut npz, path, "sigma")?;
+    let max_mu = (MAX_STATS_DIM as u64) * 8;
+    let mu = read_member(&mut zip, path, "mu", max_mu)?;
     let shape_err = |detail: String| StatsError::Shape {
         path: path.to_path_buf(),
         detail,
     };
     let mu_shape = mu.shape().to_vec();
-    let mu = mu
-        .into_dimensionality::<Ix1>()
-        .map_err(|_| shape_err(format!("mu must be a vector, got shape {mu_shape:?}")))?;
+    let mu = mu.into_dimensionality::<Ix1>().map_err(|_| {
+        shape_err(format!(
+            "mu must be a vector, got shape {}",
+            shape_text(&mu_shape)
+        ))
+    })?;
     let d = mu.len();
-    let sigma_shape = sigma.shape().to_vec();
-    if sigma_shape != [d, d] {
-        return Err(shape_err(format!(
-            "sigma must be {d} x {d} to match mu (length {d}), got shape {sigma_shape:?}"
-        )));
-    }
-    let sigma = sigma.into_dimensionality::<Ix2>().expect("checked 2-D");
     if d == 0 {
         return Err(shape_err("mu is empty".into()));
     }
+    let sigma =
+        read_member(&mut zip, path, "sigma", (d as u64) * (d as u64) * 8).map_err(|e| match e {
+            StatsError::BadArray { detail, .. } if detail.contains("over the") => shape_err(
+                format!("sigma must be {d} x {d} to match mu (length {d}): {detail}"),
+            ),
+            other => other,
+        })?;
+    let sigma_shape = sigma.shape().to_vec();
+    if sigma_shape != [d, d] {
+        return Err(shape_err(format!(
+            "sigma must be {d} x {d} to match mu (length {d}), got shape {}",
+            shape_text(&sigma_shape)
+        )));
+    }
+    let sigma = sigma.into_dimensionality::<Ix2>().expect("checked 2-D");
     for (name, bad) in [
         ("mu", mu.iter().any(|v| !v.is_finite())),
         ("sigma", sigma.iter().any(|v| !v.is_finite())),
@@ -134,7 +171,48 @@ pub fn read_npz(path: &Path) -> Result<FeatureStats, StatsError> {
             });
         }
     }
+    check_covariance(&sigma).map_err(|detail| StatsError::BadArray {
+        path: path.to_path_buf(),
+        name: "sigma",
+        detail,
+    })?;
     Ok(FeatureStats { mu, sigma })
+}
+
+/// A covariance matrix is symmetric and positive semi-definite. Symmetry is checked to a relative 1e-6
+/// (float32 files round each entry on their own); definiteness on the smallest eigenvalue of the
+/// symmetrised matrix, allowing -1e-6 of the largest (the rounding of a PSD matrix, e.g. a rank-deficient
+/// covariance of fewer samples than dimensions, gives tiny negative eigenvalues).
+pub fn check_covariance(sigma: &Array2<f64>) -> Result<(), String> {
+    let d = sigma.nrows();
+    let scale = sigma.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    for i in 0..d {
+        for j in 0..i {
+            let (a, b) = (sigma[[i, j]], sigma[[j, i]]);
+            if (a - b).abs() > 1e-6 * scale.max(f64::MIN_POSITIVE) {
+                return Err(format!(
+                    "is not symmetric: sigma[{i}][{j}] = {a:e} but sigma[{j}][{i}] = {b:e}"
+                ));
+            }
+        }
+    }
+    if scale == 0.0 {
+        return Ok(());
+    }
+    let sym = (sigma + &sigma.t()) * 0.5;
+    let (eig, _) = crate::reference::symeig::symmetric_eigen(sym.view(), false)
+        .map_err(|e| format!("eigenvalues failed: {e}"))?;
+    let (lo, hi) = eig
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
+    if lo < -1e-6 * hi.abs().max(scale) {
+        return Err(format!(
+            "is not positive semi-definite (smallest eigenvalue {lo:e}, largest {hi:e}): not a covariance"
+        ));
+    }
+    Ok(())
 }
 
 /// Writes `mu` and `sigma` as float64 members of a compressed `.npz` (through a temporary file renamed into
@@ -151,36 +229,25 @@ pub fn write_npz(path: &Path, stats: &FeatureStats) -> Result<(), StatsError> {
             stats.dim()
         )));
     }
-    let mut tmp_name = path
-        .file_name()
-        .ok_or_else(|| err("not a file path".into()))?
-        .to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| -> Result<(), String> {
-        let file = File::create(&tmp).map_err(|e| e.to_string())?;
+    crate::output::write_with(path, |tmp| -> Result<(), String> {
+        let file = File::create(tmp).map_err(|e| crate::limits::io_message(&e))?;
         let mut npz = NpzWriter::new_compressed(BufWriter::new(file));
         npz.add_array("mu", &stats.mu).map_err(|e| e.to_string())?;
         npz.add_array("sigma", &stats.sigma)
             .map_err(|e| e.to_string())?;
         let w = npz.finish().map_err(|e| e.to_string())?;
         w.into_inner()
-            .map_err(|e| e.to_string())?
-            .sync_all()
-            .map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, path).map_err(|e| e.to_string())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    Ok(())
+            .map_err(|e| crate::limits::io_message(e.error()))?;
+        Ok(())
+    })
+    .map_err(|e| err(e.why))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::array;
+    use ndarray_npy::NpzReader;
 
     #[test]
     fn round_trip_is_exact() {

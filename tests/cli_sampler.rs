@@ -129,7 +129,10 @@ fn plan_bad_input_is_one_clear_error() {
             ],
             "smaller than order 2",
         ),
-        (&["plan", "--order", "4"], "orders 1, 2 and 3"),
+        (
+            &["plan", "--order", "4"],
+            "--order <ORDER>': must be an integer from 1 to 3",
+        ),
         (
             &["plan", "--boundaries", "0.6308,0.4420"],
             "not strictly increasing",

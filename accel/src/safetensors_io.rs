@@ -25,5 +25,22 @@ pub(crate) fn f32_var_builder(
         .into_iter()
         .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
         .collect::<Result<_, candle_core::Error>>()?;
+    // A NaN or infinite weight poisons every output (a ReLU even hides it as 0): refuse the file.
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &tensors[name];
+        let finite = t
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .all(|v| v.is_finite());
+        if !finite {
+            return Err(AccelError::Shape(format!(
+                "{}: {what}: tensor {name:?} contains a non-finite value (NaN or infinity)",
+                path.display()
+            )));
+        }
+    }
     Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
 }

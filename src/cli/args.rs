@@ -112,14 +112,15 @@ pub(crate) fn open_device(d: DeviceArg) -> anyhow::Result<candle_core::Device> {
 pub struct DataArgs {
     /// Dataset: fashion-mnist[:train|:test], cifar10:DIR[:train|:test] (data_batch_*.bin or test_batch.bin),
     /// images:DIR (PNG/JPEG; with --size), npy:FILE (N x d or N x C x H x W; uint8 is divided by 255, floats
-    /// are taken as given and should be in [0, 1]). Pixels are scaled to [0, 1], the authors' clustering scale.
+    /// must be in [0, 1]). Pixels are scaled to [0, 1], the authors' clustering scale. Limits: 2^31 values
+    /// in all, images of at most 4096 x 4096 pixels, CIFAR-10 batches of at most 100 000 records.
     #[arg(long, value_name = "SPEC")]
     pub data: Option<String>,
     /// Use only the first N images.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = limit_count, allow_negative_numbers = true)]
     pub limit: Option<usize>,
-    /// images:DIR only: resize (aspect kept) and centre-crop every image to SIZE x SIZE.
-    #[arg(long)]
+    /// images:DIR only: resize (aspect kept) and centre-crop every image to SIZE x SIZE (1 to 4096).
+    #[arg(long, value_parser = size_count, allow_negative_numbers = true)]
     pub size: Option<usize>,
     /// Folder of the Fashion-MNIST IDX files [default: $MSD_FASHION_MNIST_DIR, else
     /// /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist)].
@@ -144,5 +145,126 @@ impl DataArgs {
         }
         let ds = data::load(&spec, &opts)?;
         Ok((spec, ds))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counts: every count option has a documented range, checked when the command line is parsed.
+
+/// Most sampler steps / NFE (`--nfe`, `--steps`): 100 000 (samplers use 10 to 1000).
+pub const MAX_STEPS: usize = 100_000;
+/// Most discrete steps of the LDM schedule (`--ldm-steps`): 1 000 000 (LDM uses 1000).
+pub const MAX_LDM_STEPS: usize = 1_000_000;
+/// Most Algorithm-1/2 draws and tau values (`--samples`, `--tau-grid`): 10 000 000.
+pub const MAX_DRAWS: usize = 10_000_000;
+/// Most grid points of a baseline or Algorithm 2 (`--baseline-grid`, the grid of `--grid-step`, a
+/// gradient-affinity or similarity matrix): 5000.
+pub const MAX_GRID: usize = 5000;
+/// Largest `--size` of resized images: 4096.
+pub const MAX_SIZE: usize = 4096;
+/// Most training epochs: 10 000.
+pub const MAX_EPOCHS: usize = 10_000;
+/// Largest batch size: 65 536.
+pub const MAX_BATCH: usize = 65_536;
+/// Largest k of the k-NN metrics: 10 000.
+pub const MAX_K: usize = 10_000;
+/// Most stages: 1000.
+pub const MAX_STAGES: usize = 1000;
+
+/// Parses a count written as an integer (or an integral number like `1e4`) and checks `lo..=hi`.
+pub(crate) fn count(s: &str, lo: usize, hi: usize) -> Result<usize, String> {
+    let t = s.trim();
+    let v: Option<u128> = t.parse::<u128>().ok().or_else(|| {
+        t.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && v.fract() == 0.0 && *v >= 0.0 && *v < 1e30)
+            .map(|v| v as u128)
+    });
+    let range = if hi == usize::MAX {
+        format!("at least {lo}")
+    } else {
+        format!("an integer from {lo} to {hi}")
+    };
+    match v {
+        Some(v) if v >= lo as u128 && v <= hi as u128 => Ok(v as usize),
+        Some(_) => Err(format!("must be {range}")),
+        None if t.starts_with('-') => Err(format!("must be {range}")),
+        None => Err(format!("not a whole number; must be {range}")),
+    }
+}
+
+macro_rules! count_parser {
+    ($(#[$doc:meta])* $name:ident, $lo:expr, $hi:expr) => {
+        $(#[$doc])*
+        pub(crate) fn $name(s: &str) -> Result<usize, String> {
+            count(s, $lo, $hi)
+        }
+    };
+}
+
+count_parser!(
+    /// `--nfe`, `--steps`.
+    steps_count, 1, MAX_STEPS
+);
+count_parser!(
+    /// `--ldm-steps`.
+    ldm_steps_count, 2, MAX_LDM_STEPS
+);
+count_parser!(
+    /// `--samples`, `--tau-grid`.
+    draws_count, 1, MAX_DRAWS
+);
+count_parser!(
+    /// `--baseline-grid`.
+    grid_count, 2, MAX_GRID
+);
+count_parser!(
+    /// `--limit`, `--test-limit`: at least 1.
+    limit_count, 1, usize::MAX
+);
+count_parser!(
+    /// `--size`.
+    size_count, 1, MAX_SIZE
+);
+count_parser!(
+    /// `--epochs`.
+    epochs_count, 1, MAX_EPOCHS
+);
+count_parser!(
+    /// `--batch-size`.
+    batch_count, 1, MAX_BATCH
+);
+count_parser!(
+    /// `--k`.
+    k_count, 1, MAX_K
+);
+count_parser!(
+    /// `--stages`.
+    stages_count, 2, MAX_STAGES
+);
+count_parser!(
+    /// `--order`.
+    order_count, 1, 3
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_have_ranges() {
+        assert_eq!(count("20", 1, 100), Ok(20));
+        assert_eq!(count("1e2", 1, 100), Ok(100));
+        assert!(count("101", 1, 100).unwrap_err().contains("from 1 to 100"));
+        assert!(count("-1", 1, 100).unwrap_err().contains("from 1 to 100"));
+        assert!(count("0", 1, usize::MAX)
+            .unwrap_err()
+            .contains("at least 1"));
+        assert!(count("18446744073709551616", 1, 100).is_err());
+        assert!(count("1e300", 1, 100).is_err());
+        assert!(count("2.5", 1, 100)
+            .unwrap_err()
+            .contains("not a whole number"));
+        assert!(count("abc", 1, 100).is_err());
     }
 }

@@ -86,8 +86,8 @@ pub struct ClusterArgs {
     /// Clustering method.
     #[arg(long, value_enum, default_value_t = Method::OptimalDenoiser)]
     pub method: Method,
-    /// Number of stages n (>= 2).
-    #[arg(long, default_value_t = 3)]
+    /// Number of stages n (2 to 1000).
+    #[arg(long, default_value_t = 3, value_parser = super::args::stages_count, allow_negative_numbers = true)]
     pub stages: usize,
     /// optimal-denoiser: which algorithm.
     #[arg(long, value_enum, default_value_t = AlgorithmArg::Auto)]
@@ -100,10 +100,10 @@ pub struct ClusterArgs {
     pub eta: f64,
     /// Draws K [default: 50000 for Algorithm 1 (y, eps, t); 1000 for Algorithm 2 (y, eps), each evaluated at
     /// every grid time].
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", value_parser = super::args::draws_count, allow_negative_numbers = true)]
     pub samples: Option<usize>,
     /// Random seed (same seed, same result).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
     /// Algorithm 2: grid step (paper 0.025, authors 0.05); the grid is t-min, t-min + step, ..., then 1.
     #[arg(long, default_value_t = 0.025, allow_negative_numbers = true)]
@@ -111,8 +111,8 @@ pub struct ClusterArgs {
     /// Smallest time eps_t: t ~ U[t-min, 1] (Algorithm 1) and the first grid node (Algorithm 2).
     #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     pub t_min: f64,
-    /// Algorithm 1: number of tau values of the grid search (tau = j/G, j = 1..G).
-    #[arg(long, default_value_t = 10_000)]
+    /// Algorithm 1: number of tau values of the grid search (tau = j/G, j = 1..G; at most 10^7).
+    #[arg(long, default_value_t = 10_000, value_parser = super::args::draws_count, allow_negative_numbers = true)]
     pub tau_grid: usize,
     /// Space of the functional distance.
     #[arg(long, value_enum, default_value_t = SpaceArg::Eps)]
@@ -123,13 +123,13 @@ pub struct ClusterArgs {
     /// Algorithm 2 objective.
     #[arg(long, value_enum, default_value_t = ObjectiveArg::Paper)]
     pub objective: ObjectiveArg,
-    /// timestep/snr baselines: number of grid points t = j/G (the authors' 1000).
-    #[arg(long, default_value_t = 1000)]
+    /// timestep/snr baselines: number of grid points t = j/G (the authors' 1000; 2 to 5000).
+    #[arg(long, default_value_t = 1000, value_parser = super::args::grid_count, allow_negative_numbers = true)]
     pub baseline_grid: usize,
     /// gradient baseline: the G x G affinity matrix (.npy).
     #[arg(long, value_name = "A.npy")]
     pub gradient: Option<PathBuf>,
-    /// Algorithm 2: write the similarity matrix (G x G float64 .npy) for later runs.
+    /// Algorithm 2: write the similarity matrix (G x G float64 .npy) for later runs. Written through a temporary file; an existing symlink, FIFO or device here is refused, not replaced.
     #[arg(long, value_name = "S.npy")]
     pub save_similarity: Option<PathBuf>,
     /// Algorithm 2: read the similarity matrix from an earlier --save-similarity (same --grid-step/--t-min)
@@ -252,6 +252,27 @@ fn check_common(args: &ClusterArgs) -> anyhow::Result<()> {
     if args.samples == Some(0) {
         bail!("--samples must be at least 1");
     }
+    if args.grid_step.is_finite() && args.grid_step > 0.0 {
+        // The grid t-min, t-min + step, ..., 1 must stay small (it is built, and S is G x G).
+        let points = ((1.0 - args.t_min) / args.grid_step).ceil() + 1.0;
+        if points > super::args::MAX_GRID as f64 {
+            bail!(
+                "--grid-step {}: the grid from --t-min {} would have {points:.0} points, more than the limit of {}",
+                args.grid_step,
+                args.t_min,
+                super::args::MAX_GRID
+            );
+        }
+    }
+    // Outputs are checked before the work: an unusable path fails now, not after the clustering.
+    for (opt, p) in [
+        ("--plot", &args.plot),
+        ("--save-similarity", &args.save_similarity),
+    ] {
+        if let Some(p) = p {
+            crate::output::check(p).with_context(|| opt.to_string())?;
+        }
+    }
     if args.plot.is_some() && args.method != Method::OptimalDenoiser {
         bail!("--plot draws the optimal-denoiser analyses; the baselines have no plot");
     }
@@ -296,7 +317,16 @@ pub fn report(args: &ClusterArgs) -> anyhow::Result<ClusterReport> {
                     let Some(path) = &args.gradient else {
                         bail!("--method gradient needs --gradient A.npy (the G x G task-affinity matrix)");
                     };
-                    let (a, _) = crate::npy::read_matrix(path)?;
+                    let (a, _) = crate::npy::read_matrix(path).context("--gradient")?;
+                    if a.nrows() > super::args::MAX_GRID {
+                        bail!(
+                            "--gradient {}: a {} x {} matrix, more than the limit of {} grid points",
+                            path.display(),
+                            a.nrows(),
+                            a.ncols(),
+                            super::args::MAX_GRID
+                        );
+                    }
                     gradient_baseline(a.view(), args.stages)
                         .with_context(|| format!("{}", path.display()))?
                 }
@@ -373,7 +403,7 @@ fn run_optimal(args: &ClusterArgs, axis: &dyn Schedule) -> anyhow::Result<Optima
     };
     if algorithm == 2 {
         if let Some(path) = &args.similarity {
-            let (sim, _) = crate::npy::read_matrix(path)?;
+            let (sim, _) = crate::npy::read_matrix(path).context("--similarity")?;
             if sim.dim() != (grid.len(), grid.len()) {
                 bail!(
                     "{}: a {} x {} matrix, but the grid (step {}, from {}) has {} times",
@@ -419,30 +449,35 @@ fn run_optimal(args: &ClusterArgs, axis: &dyn Schedule) -> anyhow::Result<Optima
         let res = optimal::algorithm1(&den, axis, &cfg, &mut |done| pb.set_position(done as u64))?;
         pb.finish_and_clear();
         let gflops = den.flops(cfg.samples) / t0.elapsed().as_secs_f64() / 1e9;
-        if let Some(p) = &args.plot {
-            super::cluster_plot::plot_alg1(p, &res, args.alpha)?;
-        }
-        match (res.t1, res.t2) {
-            (Some(t1), Some(t2)) if t1 < t2 => Ok((
-                vec![t1, t2],
-                Some(cfg.samples),
-                Outcome::Algorithm1 {
-                    algorithm: 1,
-                    run: run(gflops),
-                    alpha: args.alpha,
-                    t1,
-                    t2,
-                },
-            )),
+        let opt = |t: Option<f64>| t.map_or("none".to_string(), |t| t.to_string());
+        let (t1, t2) = match (res.t1, res.t2) {
+            (Some(t1), Some(t2)) if t1 < t2 => (t1, t2),
             (Some(t1), Some(t2)) => bail!(
                 "Algorithm 1 gives t1 = {t1} >= t2 = {t2}: no three-stage partition; lower --alpha or --eta \
                  changes the answer (the paper's data gave t1 < t2)"
             ),
             (t1, t2) => bail!(
-                "Algorithm 1 found no tau meeting alpha = {} (t1 = {t1:?}, t2 = {t2:?}); lower --alpha",
-                args.alpha
+                "Algorithm 1 found no tau meeting alpha = {} (t1 = {}, t2 = {}); lower --alpha",
+                args.alpha,
+                opt(t1),
+                opt(t2)
             ),
+        };
+        // Only a successful run writes its plot.
+        if let Some(p) = &args.plot {
+            super::cluster_plot::plot_alg1(p, &res, args.alpha)?;
         }
+        Ok((
+            vec![t1, t2],
+            Some(cfg.samples),
+            Outcome::Algorithm1 {
+                algorithm: 1,
+                run: run(gflops),
+                alpha: args.alpha,
+                t1,
+                t2,
+            },
+        ))
     } else {
         let cfg = Alg2Config {
             draws: args.samples.unwrap_or(1000),
@@ -456,10 +491,12 @@ fn run_optimal(args: &ClusterArgs, axis: &dyn Schedule) -> anyhow::Result<Optima
         })?;
         pb.finish_and_clear();
         let gflops = den.flops(cfg.draws * grid.len()) / t0.elapsed().as_secs_f64() / 1e9;
-        if let Some(path) = &args.save_similarity {
-            crate::npy::write_f64(path, &sim)?;
-        }
+        let saved = args.save_similarity.as_ref().map(|_| sim.clone());
         let (boundaries, outcome) = finish_alg2(args, sim, grid, Some(run(gflops)))?;
+        // Written only after the segmentation succeeded: a failed run leaves no file behind.
+        if let (Some(path), Some(sim)) = (&args.save_similarity, &saved) {
+            crate::npy::write_f64(path, sim).context("--save-similarity")?;
+        }
         Ok((boundaries, Some(cfg.draws), outcome))
     }
 }
@@ -494,11 +531,11 @@ fn finish_alg2(
 pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
     let r = report(args)?;
     if args.json {
-        println!("{}", serde_json::to_string(&r)?);
+        outln!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
     let name = serde_json::to_value(r.method)?;
-    println!(
+    outln!(
         "method {} ({} stages, schedule {})",
         name.as_str().unwrap_or(""),
         r.stages,
@@ -511,11 +548,11 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
     };
     if let Some(a) = algorithm {
         match run {
-            Some(d) => println!(
+            Some(d) => outln!(
                 "  algorithm {a}, data {} (N = {}, d = {})",
                 d.data, d.n_data, d.dim
             ),
-            None => println!("  algorithm {a}, data  (N = 0, d = 0)"),
+            None => outln!("  algorithm {a}, data  (N = 0, d = 0)"),
         }
     }
     let fmt = |v: &[f64]| {
@@ -524,16 +561,16 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    println!("  boundaries (t)      {}", fmt(&r.boundaries));
-    println!("  boundaries (sigma)  {}", fmt(&r.sigma_boundaries));
+    outln!("  boundaries (t)      {}", fmt(&r.boundaries));
+    outln!("  boundaries (sigma)  {}", fmt(&r.sigma_boundaries));
     if let Some(s) = r.samples {
-        println!("  samples {s}, seed {}", r.seed);
+        outln!("  samples {s}, seed {}", r.seed);
     }
     if let Some(d) = run {
-        println!("  {:.1} s, denoiser {:.1} GFLOP/s", r.seconds, d.gflops);
+        outln!("  {:.1} s, denoiser {:.1} GFLOP/s", r.seconds, d.gflops);
     }
     if let Some(p) = &args.plot {
-        println!("  plot written to {}", p.display());
+        outln!("  plot written to {}", p.display());
     }
     Ok(())
 }

@@ -9,13 +9,21 @@ use plotters::prelude::*;
 
 use crate::reference::cluster::optimal::{binned_means, Alg1Result};
 
-fn plot_err(path: &Path, e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("{}: cannot write the plot: {e}", path.display())
+fn plot_err(_tmp: &Path, e: impl std::fmt::Display) -> anyhow::Error {
+    // The caller names the destination; the temporary path would only confuse.
+    anyhow!("cannot draw the plot: {e}")
 }
 
 /// S0(t) and S1(t) (draws averaged in 100 bins of t), the cumulative criteria of Algorithm 1 lines 8–9
 /// (mean S0 over t ≤ τ, mean S1 over t ≥ τ), the α line, and t1, t2.
 pub fn plot_alg1(path: &Path, res: &Alg1Result, alpha: f64) -> anyhow::Result<()> {
+    // Drawn into a temporary file renamed into place: a failed plot leaves nothing behind.
+    Ok(crate::output::write_with(path, |tmp| {
+        draw_alg1(tmp, res, alpha)
+    })?)
+}
+
+fn draw_alg1(path: &Path, res: &Alg1Result, alpha: f64) -> anyhow::Result<()> {
     let (centers, s0, s1) = binned_means(&res.samples, 100);
     let mut sorted = res.samples.clone();
     sorted.sort_by(|a, b| a.t.total_cmp(&b.t));
@@ -121,6 +129,17 @@ pub fn plot_alg1(path: &Path, res: &Alg1Result, alpha: f64) -> anyhow::Result<()
 
 /// Heat map of S(t_a, t_b) on the grid (each node drawn over its cell), with the boundaries as lines.
 pub fn plot_alg2(
+    path: &Path,
+    sim: &Array2<f64>,
+    grid: &[f64],
+    boundaries: &[f64],
+) -> anyhow::Result<()> {
+    Ok(crate::output::write_with(path, |tmp| {
+        draw_alg2(tmp, sim, grid, boundaries)
+    })?)
+}
+
+fn draw_alg2(
     path: &Path,
     sim: &Array2<f64>,
     grid: &[f64],

@@ -54,7 +54,7 @@ pub struct DenoiseArgs {
     /// What to output.
     #[arg(long, value_enum, default_value_t = Predict::Eps)]
     pub predict: Predict,
-    /// Where to write the B x d float64 result.
+    /// Where to write the B x d float64 result. Written through a temporary file; an existing symlink, FIFO or device here is refused, not replaced.
     #[arg(long, value_name = "OUT.npy")]
     pub out: PathBuf,
     /// Which backend computes it.
@@ -91,6 +91,10 @@ fn noise_level(args: &DenoiseArgs) -> anyhow::Result<NoiseLevel> {
         (Some(_), None, ScheduleKind::Edm) => {
             bail!("--t: edm's time variable is sigma itself; pass --sigma instead")
         }
+        // sigma = 0 is the data itself: only x0 is defined there (checked by the caller).
+        (None, Some(0.0), ScheduleKind::Ve | ScheduleKind::Edm) => {
+            Ok(NoiseLevel::new(1.0, 0.0).context("--sigma 0")?)
+        }
         (None, Some(sigma), ScheduleKind::Ve | ScheduleKind::Edm) => {
             Ok(NoiseLevel::ve(sigma).with_context(|| format!("--sigma {sigma}"))?)
         }
@@ -101,13 +105,14 @@ fn noise_level(args: &DenoiseArgs) -> anyhow::Result<NoiseLevel> {
 }
 
 pub fn run(args: &DenoiseArgs) -> anyhow::Result<()> {
+    crate::output::check(&args.out).context("--out")?;
     let level = noise_level(args)?;
     let predict = match args.predict {
         Predict::Eps => Prediction::Eps,
         Predict::X0 => Prediction::X0,
     };
     if predict == Prediction::Eps && level.sigma == 0.0 {
-        bail!("--predict eps: eps* is undefined at sigma = 0 (t = 0); use --predict x0 (the nearest point)");
+        bail!("--predict eps at sigma = 0 (--t 0 or --sigma 0): eps* is undefined there; use --predict x0 (the nearest point)");
     }
     let (data, _) = npy::read_matrix(&args.data).context("--data")?;
     let (x, _) = npy::read_matrix(&args.x).context("--x")?;
@@ -160,7 +165,7 @@ pub fn run(args: &DenoiseArgs) -> anyhow::Result<()> {
         out: args.out.clone(),
     };
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        outln!("{}", serde_json::to_string(&summary)?);
     } else {
         eprintln!(
             "denoised {} queries against {} points (d = {}) with alpha = {:.6}, sigma = {:.6} in {:.3} s -> {}",

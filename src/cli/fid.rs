@@ -109,10 +109,10 @@ pub fn run_fid(args: &FidArgs) -> anyhow::Result<()> {
         seconds: start.elapsed().as_secs_f64(),
     };
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        outln!("{}", serde_json::to_string(&summary)?);
     } else {
-        println!("fid: {fid}");
-        println!("dim: {}", summary.dim);
+        outln!("fid: {fid}");
+        outln!("dim: {}", summary.dim);
     }
     Ok(())
 }
@@ -124,7 +124,7 @@ pub struct FidStatsArgs {
     /// The set to summarise.
     #[arg(value_name = "SPEC")]
     pub spec: String,
-    /// Output statistics file (.npz with float64 `mu` and `sigma`, readable by pytorch-fid and clean-fid).
+    /// Output statistics file (.npz with float64 `mu` and `sigma`, readable by pytorch-fid and clean-fid). Written through a temporary file; an existing symlink, FIFO or device here is refused, not replaced.
     #[arg(long, value_name = "STATS.npz")]
     pub out: PathBuf,
     /// Feature extractor for image SPECs: inception:WEIGHTS.safetensors or fmnist:CKPT.safetensors.
@@ -147,12 +147,13 @@ struct StatsSummary {
 }
 
 pub fn run_fid_stats(args: &FidStatsArgs) -> anyhow::Result<()> {
+    crate::output::check(&args.out).context("--out")?;
     let device = open_device(args.device)?;
     let ex = load_extractor(&args.features, &device)?;
     let input = eval::resolve(&args.spec)?;
     let kind = input.kind();
     let (s, n) = eval::to_stats(input, ex.as_ref(), &device, &args.spec)?;
-    stats::write_npz(&args.out, &s)?;
+    stats::write_npz(&args.out, &s).context("--out")?;
     let summary = StatsSummary {
         out: args.out.display().to_string(),
         dim: s.dim(),
@@ -160,9 +161,9 @@ pub fn run_fid_stats(args: &FidStatsArgs) -> anyhow::Result<()> {
         kind,
     };
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        outln!("{}", serde_json::to_string(&summary)?);
     } else {
-        println!(
+        outln!(
             "wrote {} (dim {}, {} samples)",
             summary.out,
             summary.dim,

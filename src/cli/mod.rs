@@ -1,5 +1,22 @@
 //! The `msd` command line: clap definitions and dispatch. Each subcommand is a thin layer over library calls.
 
+/// `println!` that fails with an error (one line, exit 1) instead of panicking when standard output cannot
+/// be written, e.g. `> /dev/full`. A closed pipe ends msd quietly through SIGPIPE (see main).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::cli::stdout_error)?
+    }};
+}
+
+/// `print!` with the same error handling as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*).map_err($crate::cli::stdout_error)?
+    }};
+}
+
 mod args;
 mod cluster;
 mod cluster_plot;
@@ -18,7 +35,7 @@ pub use args::{Backend, DataArgs, DeviceArg};
 pub use cluster::ClusterArgs;
 pub use denoise::DenoiseArgs;
 pub use fid::{FidArgs, FidStatsArgs};
-pub use model_info::ModelInfoArgs;
+pub use model_info::{plan_nfe_per_stage_from_json, ModelInfoArgs};
 pub use plan::{PlanArgs, PlanCmdArgs};
 pub use prdc::PrdcArgs;
 pub use sample::SampleArgs;
@@ -65,6 +82,102 @@ pub enum Command {
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    run_command(cli)?;
+    use std::io::Write as _;
+    std::io::stdout().flush().map_err(stdout_error)
+}
+
+/// The error of a failed write to standard output.
+pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot write to standard output: {}",
+        crate::limits::io_message(&e)
+    )
+}
+
+/// Folds a message onto one line (candle and LAPACK errors can span several).
+pub fn one_line(s: &str) -> String {
+    let parts: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    parts.join("; ")
+}
+
+/// Rewrites numbers of more than 17 digits (what `{}` makes of 1e300) in scientific notation.
+fn tidy_numbers(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit()
+            && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'.'))
+        {
+            let mut j = i;
+            while j < b.len() && (b[j].is_ascii_digit() || b[j] == b'.') {
+                j += 1;
+            }
+            let tok = &s[i..j];
+            let digits = tok.bytes().filter(u8::is_ascii_digit).count();
+            match tok.parse::<f64>() {
+                Ok(v) if digits > 17 => out.push_str(&format!("{v:e}")),
+                _ => out.push_str(tok),
+            }
+            i = j;
+        } else {
+            let ch = s[i..].chars().next().expect("in bounds");
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    out
+}
+
+/// An error and its causes as one line: causes whose text the message already holds are not repeated
+/// (thiserror messages often quote their source), and I/O errors lose their "(os error N)" suffix.
+pub fn error_line(err: &anyhow::Error) -> String {
+    let strip = |t: String| match t.rfind(" (os error ") {
+        Some(i) if t.ends_with(')') => t[..i].to_string(),
+        _ => t,
+    };
+    let mut msg = strip(err.to_string());
+    for cause in err.chain().skip(1) {
+        let t = strip(cause.to_string());
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+    }
+    tidy_numbers(&one_line(&msg))
+}
+
+/// Prints a clap error as one line (help and version print as usual) and gives the exit code.
+pub fn clap_exit(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        return match e.print() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(io) => {
+                eprintln!("error: {}", one_line(&stdout_error(io).to_string()));
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let text = e.render().to_string();
+    let kept: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("tip:") && !l.starts_with("For more information")
+        })
+        .collect();
+    let mut line = kept.join(" ");
+    if !line.starts_with("error:") {
+        line = format!("error: {line}");
+    }
+    eprintln!("{}", tidy_numbers(&line));
+    std::process::ExitCode::from(2)
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Schedule(args) => schedule::run(&args),
         Command::Denoise(args) => denoise::run(&args),
@@ -76,5 +189,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prdc(args) => prdc::run(&args),
         Command::TrainFeatures(args) => train_features::run(&args),
         Command::Cluster(args) => cluster::run(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_numbers_become_scientific() {
+        let big = format!("--eta {}: must be finite", 1e300);
+        assert_eq!(tidy_numbers(&big), "--eta 1e300: must be finite");
+        assert_eq!(tidy_numbers("shape [3, 4] at 0.5"), "shape [3, 4] at 0.5");
+        assert_eq!(
+            tidy_numbers("x1234567890123456789y"),
+            "x1234567890123456789y"
+        );
+    }
+
+    #[test]
+    fn causes_are_not_repeated() {
+        let io = std::io::Error::from_raw_os_error(2);
+        let e = anyhow::Error::new(io).context("f.npy: cannot read: No such file or directory");
+        assert_eq!(
+            error_line(&e),
+            "f.npy: cannot read: No such file or directory"
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_line(&e), "outer: inner");
     }
 }

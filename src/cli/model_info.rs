@@ -53,9 +53,18 @@ pub struct ModelInfoArgs {
 /// The evaluation points of a `msd plan --json` file, in the model's own time unit, counted per stage of
 /// the model. Fails when the plan's axis is not the one the model's family is conditioned on.
 fn plan_nfe_per_stage(path: &std::path::Path, model: &MultistageUNet) -> anyhow::Result<Vec<f64>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let r: PlanReport = serde_json::from_str(&text)
+    let text = crate::limits::read_text(path, "a plan JSON file")
+        .with_context(|| format!("--plan {}: cannot read", path.display()))?;
+    plan_nfe_per_stage_from_json(&text, path, model)
+}
+
+/// [`plan_nfe_per_stage`] on the text of the plan file (`path` names it in errors).
+pub fn plan_nfe_per_stage_from_json(
+    text: &str,
+    path: &std::path::Path,
+    model: &MultistageUNet,
+) -> anyhow::Result<Vec<f64>> {
+    let r: PlanReport = serde_json::from_str(text)
         .with_context(|| format!("{}: not the JSON of `msd plan --json`", path.display()))?;
     let solver = serde_json::to_value(r.solver)?;
     let solver = solver.as_str().unwrap_or_default();
@@ -106,15 +115,15 @@ fn group(n: u64) -> String {
 pub fn run(args: &ModelInfoArgs) -> anyhow::Result<()> {
     if args.list_presets {
         for (name, desc) in PRESETS {
-            println!("{name:32} {desc}");
+            outln!("{name:32} {desc}");
         }
         return Ok(());
     }
     let (label, mut cfg) = match (&args.preset, &args.config) {
         (Some(p), None) => (p.clone(), preset(p)?),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text = crate::limits::read_text(path, "a model config")
+                .with_context(|| format!("--config {}: cannot read", path.display()))?;
             let cfg = UNetConfig::from_toml(&text)
                 .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
             (path.display().to_string(), cfg)
@@ -134,7 +143,7 @@ pub fn run(args: &ModelInfoArgs) -> anyhow::Result<()> {
         }
     }
     if args.print_config {
-        print!("{}", cfg.to_toml().map_err(anyhow::Error::msg)?);
+        out!("{}", cfg.to_toml().map_err(anyhow::Error::msg)?);
         return Ok(());
     }
     let model = MultistageUNet::shapes_only(&cfg)?;
@@ -179,10 +188,10 @@ pub fn run(args: &ModelInfoArgs) -> anyhow::Result<()> {
             v["weighted"] = serde_json::json!({"by": what, "weights": w.weights, "paper_gmacs": w.paper_gmacs,
                                                "flops": w.flops});
         }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{label}: {} ({} encoder{}), {n} stage(s), time = {}, boundaries {:?}",
         info.family,
         if n > 1 && info.encoders.len() == 1 {
@@ -194,20 +203,25 @@ pub fn run(args: &ModelInfoArgs) -> anyhow::Result<()> {
         info.time_unit,
         info.boundaries
     );
-    println!("paper GMACs = torchstat convention (conv/linear MACs + conv bias adds, batch 1); GFLOPs = 2 x all MACs");
-    println!(
+    outln!("paper GMACs = torchstat convention (conv/linear MACs + conv bias adds, batch 1); GFLOPs = 2 x all MACs");
+    outln!(
         "{:<14} {:>6} {:>14} {:>12} {:>10}",
-        "part", "width", "params", "paper GMACs", "GFLOPs"
+        "part",
+        "width",
+        "params",
+        "paper GMACs",
+        "GFLOPs"
     );
     let row = |name: String, width: String, p: &msd_accel::unet::PartInfo| {
-        println!(
+        outln!(
             "{:<14} {:>6} {:>14} {:>12.3} {:>10.3}",
             name,
             width,
             group(p.params),
             p.paper_gmacs,
             p.flops as f64 / 1e9
-        )
+        );
+        Ok::<(), anyhow::Error>(())
     };
     for (e, p) in info.encoders.iter().enumerate() {
         let name = if info.encoders.len() == 1 {
@@ -215,15 +229,15 @@ pub fn run(args: &ModelInfoArgs) -> anyhow::Result<()> {
         } else {
             format!("encoder {e}")
         };
-        row(name, String::new(), p);
+        row(name, String::new(), p)?;
     }
     for (k, p) in info.decoders.iter().enumerate() {
-        row(format!("decoder {k}"), info.de_widths[k].to_string(), p);
+        row(format!("decoder {k}"), info.de_widths[k].to_string(), p)?;
     }
     for (k, p) in info.stages.iter().enumerate() {
-        row(format!("stage {k}"), String::new(), p);
+        row(format!("stage {k}"), String::new(), p)?;
     }
-    println!(
+    outln!(
         "{:<14} {:>6} {:>14}",
         "whole model",
         "",
@@ -231,7 +245,7 @@ pub fn run(args: &ModelInfoArgs) -> anyhow::Result<()> {
     );
     if let Some((what, w)) = weighted {
         let ws: Vec<String> = w.weights.iter().map(|x| format!("{x:.4}")).collect();
-        println!(
+        outln!(
             "weighted by {what} ({}): paper GMACs {:.3}, GFLOPs {:.3}",
             ws.join(", "),
             w.paper_gmacs,

@@ -73,7 +73,7 @@ pub struct PlanArgs {
     #[arg(long, value_enum, default_value_t = SolverKind::DpmSolver)]
     pub solver: SolverKind,
     /// DPM-Solver order (1, 2, 3). Default: 3 for dpm-solver, 2 for dpm-solver++.
-    #[arg(long)]
+    #[arg(long, value_parser = super::args::order_count, allow_negative_numbers = true)]
     pub order: Option<usize>,
     /// DPM-Solver method. Default: singlestep for dpm-solver, multistep for dpm-solver++.
     #[arg(long, value_enum)]
@@ -82,12 +82,13 @@ pub struct PlanArgs {
     /// euler-maruyama.
     #[arg(long, value_enum)]
     pub skip: Option<SkipArg>,
-    /// DPM-Solver: number of function evaluations (DPM-Solver's `steps`; same as --steps). Default 20.
-    #[arg(long)]
+    /// DPM-Solver: number of function evaluations (DPM-Solver's `steps`; same as --steps; 1 to 100000).
+    /// Default 20.
+    #[arg(long, value_parser = super::args::steps_count, allow_negative_numbers = true)]
     pub nfe: Option<usize>,
     /// Number of steps (DPM-Solver: = NFE; heun: 2*steps - 1 NFE). Defaults: 20 (dpm-solver), 18 (euler,
     /// heun), 100 (ddim, ancestral, euler-maruyama).
-    #[arg(long)]
+    #[arg(long, value_parser = super::args::steps_count, allow_negative_numbers = true)]
     pub steps: Option<usize>,
     /// End time t_eps (VP schedules). Default 1e-3 (1/N for ldm).
     #[arg(long, allow_negative_numbers = true)]
@@ -122,7 +123,7 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub params: ScheduleParams,
     /// ldm: number of discrete steps N.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = super::args::ldm_steps_count, allow_negative_numbers = true)]
     pub ldm_steps: usize,
     /// ldm: first beta of the sqrt-linear schedule.
     #[arg(long, default_value_t = 0.0015)]
@@ -427,21 +428,23 @@ pub fn run(args: &PlanCmdArgs) -> anyhow::Result<()> {
     let built = args.plan.build()?;
     let r = report(&args.plan, &built, args.ops)?;
     if args.json {
-        println!("{}", serde_json::to_string(&r)?);
+        outln!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{}: {} evaluations, per stage {:?}",
-        r.name, r.nfe, r.nfe_per_stage
+        r.name,
+        r.nfe,
+        r.nfe_per_stage
     );
     let var = if built.plan.axis == TimeAxis::Sigma {
         "sigma"
     } else {
         "t"
     };
-    println!("  {:>4}  {:>22}  {:>22}  stage", "eval", var, "sigma/alpha");
+    outln!("  {:>4}  {:>22}  {:>22}  stage", "eval", var, "sigma/alpha");
     for (i, (e, s)) in built.plan.evals().zip(&r.stages).enumerate() {
-        println!("  {i:>4}  {:>22}  {:>22}  {s}", e.t, e.ve_sigma());
+        outln!("  {i:>4}  {:>22}  {:>22}  {s}", e.t, e.ve_sigma());
     }
     Ok(())
 }

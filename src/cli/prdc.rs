@@ -19,8 +19,8 @@ pub struct PrdcArgs {
     /// The generated set: recall is the fraction of --a inside its k-NN manifold.
     #[arg(long, value_name = "SPEC")]
     pub b: String,
-    /// Neighbourhood size: each sample's ball reaches its k-th nearest neighbour (the paper uses 3).
-    #[arg(long, default_value_t = 3)]
+    /// Neighbourhood size: each sample's ball reaches its k-th nearest neighbour (the paper uses 3; 1 to 10000).
+    #[arg(long, default_value_t = 3, value_parser = super::args::k_count, allow_negative_numbers = true)]
     pub k: usize,
     /// Feature extractor for image SPECs: inception:WEIGHTS.safetensors or fmnist:CKPT.safetensors.
     #[arg(long, value_name = "EXTRACTOR")]
@@ -72,12 +72,12 @@ pub fn run(args: &PrdcArgs) -> anyhow::Result<()> {
         dim: a.ncols(),
     };
     if args.json {
-        println!("{}", serde_json::to_string(&s)?);
+        outln!("{}", serde_json::to_string(&s)?);
     } else {
-        println!("precision: {}", s.precision);
-        println!("recall: {}", s.recall);
-        println!("density: {}", s.density);
-        println!("coverage: {}", s.coverage);
+        outln!("precision: {}", s.precision);
+        outln!("recall: {}", s.recall);
+        outln!("density: {}", s.density);
+        outln!("coverage: {}", s.coverage);
     }
     Ok(())
 }

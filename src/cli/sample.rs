@@ -47,14 +47,14 @@ pub struct SampleArgs {
     pub noise: PathBuf,
     #[command(flatten)]
     pub plan: PlanArgs,
-    /// Where to write the final samples (float64, Z's shape).
+    /// Where to write the final samples (float64, Z's shape). Written through a temporary file; an existing symlink, FIFO or device here is refused, not replaced.
     #[arg(long, value_name = "X.npy")]
     pub out: PathBuf,
     /// Write x_T as step_0000.npy and the state after every outer step k as step_{k:04}.npy into DIR.
     #[arg(long, value_name = "DIR")]
     pub save_trajectory: Option<PathBuf>,
     /// Seed of the noise stream of stochastic samplers.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
     /// Which backend runs the plan.
     #[arg(long, value_enum, default_value_t = Backend::Reference)]
@@ -83,6 +83,31 @@ struct Summary {
     trajectory_steps: usize,
 }
 
+/// The `--save-trajectory` files of this run, removed on drop unless the run succeeded.
+struct Trajectory {
+    dir: Option<PathBuf>,
+    created: bool,
+    /// The last step written (steps are written in order from 0).
+    written: std::cell::Cell<Option<usize>>,
+    keep: std::cell::Cell<bool>,
+}
+
+impl Drop for Trajectory {
+    fn drop(&mut self) {
+        let (Some(dir), false) = (&self.dir, self.keep.get()) else {
+            return;
+        };
+        if let Some(last) = self.written.get() {
+            for k in 0..=last {
+                let _ = std::fs::remove_file(dir.join(format!("step_{k:04}.npy")));
+            }
+        }
+        if self.created {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 fn write_step(dir: &Path, step: usize, x: ArrayView2<f64>, shape: &[usize]) -> anyhow::Result<()> {
     let a = x
         .to_owned()
@@ -93,6 +118,7 @@ fn write_step(dir: &Path, step: usize, x: ArrayView2<f64>, shape: &[usize]) -> a
 }
 
 pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
+    crate::output::check(&args.out).context("--out")?;
     let built = args.plan.build()?;
     let plan = &built.plan;
     let (data, _) = npy::read_matrix(&args.data).context("--data")?;
@@ -118,6 +144,13 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     let z: Array2<f64> = z
         .into_shape_with_order((shape[0], per_sample))
         .context("--noise: flattening")?;
+    // On any error the trajectory written so far is removed again (and its folder, if this run made it).
+    let trajectory = Trajectory {
+        dir: args.save_trajectory.clone(),
+        created: args.save_trajectory.as_ref().is_some_and(|d| !d.exists()),
+        written: std::cell::Cell::new(None),
+        keep: std::cell::Cell::new(false),
+    };
     if let Some(dir) = &args.save_trajectory {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("--save-trajectory {}", dir.display()))?;
@@ -126,6 +159,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         } else {
             1.0
         };
+        trajectory.written.set(Some(0));
         write_step(dir, 0, (&z * scale).view(), &shape)?;
     }
     let mut noise = NoiseStream::new(args.seed);
@@ -147,6 +181,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
                 &mut noise,
                 &mut |step, _t, x| {
                     if let Some(dir) = &dir {
+                        trajectory.written.set(Some(step));
                         write_step(dir, step, x, &shape)
                             .map_err(|e| solver::SolverError::Config(format!("{e:#}")))?;
                         saved += 1;
@@ -168,6 +203,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
                 &mut |step, _t, x| {
                     if let Some(dir) = &dir {
                         let a = bridge::to_array(x)?;
+                        trajectory.written.set(Some(step));
                         write_step(dir, step, a.view(), &shape)
                             .map_err(|e| accel::AccelError::Shape(format!("{e:#}")))?;
                         saved += 1;
@@ -183,6 +219,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         .into_shape_with_order(IxDyn(&shape))
         .expect("same element count");
     npy::write_f64(&args.out, &out_nd).context("--out")?;
+    trajectory.keep.set(true);
     let per_stage = match &built.partition {
         Some(p) => nfe_per_stage(plan, p)?,
         None => vec![plan.nfe()],
@@ -202,7 +239,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         trajectory_steps: saved,
     };
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        outln!("{}", serde_json::to_string(&summary)?);
     } else {
         eprintln!(
             "sampled {} points with {} ({} NFE) on {} training points (d = {}) in {:.3} s -> {}",

@@ -104,7 +104,7 @@ pub fn report(args: &ScheduleArgs) -> anyhow::Result<ScheduleReport> {
 pub fn run(args: &ScheduleArgs) -> anyhow::Result<()> {
     let r = report(args)?;
     if args.json {
-        println!("{}", serde_json::to_string(&r)?);
+        outln!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
     let rows = [
@@ -116,15 +116,15 @@ pub fn run(args: &ScheduleArgs) -> anyhow::Result<()> {
         ("snr = alpha^2/sigma^2", r.snr),
         ("VE-equivalent sigma", r.ve_sigma),
     ];
-    println!(
+    outln!(
         "schedule {}",
         serde_json::to_string(&r.schedule)?.trim_matches('"')
     );
     for (name, v) in rows {
-        println!("  {name:<28} {v}");
+        outln!("  {name:<28} {v}");
     }
     if let Some(t) = r.vp_linear_t {
-        println!("  {:<28} {t}", "vp-linear time, same SNR");
+        outln!("  {:<28} {t}", "vp-linear time, same SNR");
     }
     Ok(())
 }

@@ -32,24 +32,24 @@ The sanity check: FID-style distances (128-d penultimate features) between the t
 between the test set and copies of it with Gaussian noise (std --noise, clipped to [0, 1]) and with a
 5 x 5 binomial blur; the first should be the smallest.")]
 pub struct TrainFeaturesArgs {
-    /// Checkpoint to write (safetensors); the sidecar goes to the same path with extension .json.
+    /// Checkpoint to write (safetensors); the sidecar goes to the same path with extension .json. Written through a temporary file; an existing symlink, FIFO or device here is refused, not replaced.
     #[arg(long, value_name = "CKPT.safetensors")]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = super::args::epochs_count, allow_negative_numbers = true)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::args::batch_count, allow_negative_numbers = true)]
     pub batch_size: usize,
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Seeds the initialisation, the shuffles and the sanity check's noise.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
     /// Train on the first N training images only (default: all 60000).
-    #[arg(long)]
+    #[arg(long, value_parser = super::args::limit_count, allow_negative_numbers = true)]
     pub limit: Option<usize>,
     /// Evaluate on the first N test images only (default: all 10000).
-    #[arg(long)]
+    #[arg(long, value_parser = super::args::limit_count, allow_negative_numbers = true)]
     pub test_limit: Option<usize>,
     /// Noise std of the sanity check's noised test copy (pixels in [0, 1]).
     #[arg(long, default_value_t = 0.1)]
@@ -180,15 +180,17 @@ fn fd(a: &crate::stats::FeatureStats, b: &crate::stats::FeatureStats) -> anyhow:
     )?)
 }
 
-/// Saves through a temporary file renamed into place.
-fn save_checkpoint(vm: &VarMap, path: &Path) -> anyhow::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    vm.save(&tmp)
+/// Writes the checkpoint and its sidecar through temporary files, renamed into place only when both are
+/// complete: a failure leaves neither behind.
+fn save_outputs(vm: &VarMap, path: &Path, side_path: &Path, sidecar: &str) -> anyhow::Result<()> {
+    let ckpt = crate::output::TempFile::create(path)?;
+    vm.save(ckpt.path())
         .with_context(|| format!("{}: cannot write the checkpoint", path.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("{}: cannot write the checkpoint", path.display()))?;
+    let side = crate::output::TempFile::create(side_path)?;
+    std::fs::write(side.path(), sidecar)
+        .with_context(|| format!("{}: cannot write", side_path.display()))?;
+    ckpt.commit()?;
+    side.commit()?;
     Ok(())
 }
 
@@ -201,6 +203,13 @@ pub fn run(args: &TrainFeaturesArgs) -> anyhow::Result<()> {
     if !(args.noise.is_finite() && args.noise > 0.0) {
         bail!("--noise must be > 0, got {}", args.noise);
     }
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        bail!("--lr must be finite and > 0, got {}", args.lr);
+    }
+    // Both outputs are checked before the (long) training.
+    let side_path = sidecar_path(&args.out);
+    crate::output::check(&args.out).context("--out")?;
+    crate::output::check(&side_path).context("--out (its .json sidecar)")?;
     let device = open_device(args.device)?;
     let train = load_split(Split::Train, args.limit)?;
     let test = load_split(Split::Test, args.test_limit)?;
@@ -226,7 +235,6 @@ pub fn run(args: &TrainFeaturesArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let train_seconds = start.elapsed().as_secs_f64();
     let test_accuracy = fmnist_features::accuracy(&net, &xte, &yte, 1000)?;
-    save_checkpoint(&vm, &args.out)?;
 
     let ex = Extractor::Fmnist(net);
     let t0 = Instant::now();
@@ -271,17 +279,15 @@ pub fn run(args: &TrainFeaturesArgs) -> anyhow::Result<()> {
         sanity,
     };
     let json = serde_json::to_string_pretty(&side)?;
-    let side_path = sidecar_path(&args.out);
-    std::fs::write(&side_path, format!("{json}\n"))
-        .with_context(|| format!("{}: cannot write", side_path.display()))?;
+    save_outputs(&vm, &args.out, &side_path, &format!("{json}\n"))?;
     if args.json {
-        println!("{}", serde_json::to_string(&side)?);
+        outln!("{}", serde_json::to_string(&side)?);
     } else {
-        println!("test accuracy: {:.4}", side.test_accuracy);
-        println!("train seconds: {:.1}", side.train_seconds);
-        println!("features/second: {:.0}", side.features_per_second);
+        outln!("test accuracy: {:.4}", side.test_accuracy);
+        outln!("train seconds: {:.1}", side.train_seconds);
+        outln!("features/second: {:.0}", side.features_per_second);
         if let Some(s) = &side.sanity {
-            println!(
+            outln!(
                 "sanity: train-vs-test {:.4}, test-vs-noised {:.4}, test-vs-blurred {:.4} ({})",
                 s.train_vs_test,
                 s.test_vs_noised_test,
@@ -293,7 +299,7 @@ pub fn run(args: &TrainFeaturesArgs) -> anyhow::Result<()> {
                 }
             );
         }
-        println!("wrote {} and {}", args.out.display(), side_path.display());
+        outln!("wrote {} and {}", args.out.display(), side_path.display());
     }
     Ok(())
 }

@@ -2,11 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::Array2;
-
-use super::{read_file, DataError, Dataset, Split};
+use super::{f32_images, DataError, Dataset, Split};
+use crate::limits::MAX_DATASET_VALUES;
 
 const CIFAR_RECORD: usize = 1 + 3 * 32 * 32;
+/// Most records of one batch file: 100 000 (the official batches hold 10 000). Checked before reading, so
+/// that a device or FIFO named like a batch is not read without end.
+pub const MAX_CIFAR_BATCH_RECORDS: u64 = 100_000;
 
 fn cifar_batches(dir: &Path, split: Split) -> Result<Vec<PathBuf>, DataError> {
     let list = |dir: &Path| -> Result<Vec<PathBuf>, DataError> {
@@ -25,7 +27,10 @@ fn cifar_batches(dir: &Path, split: Split) -> Result<Vec<PathBuf>, DataError> {
                 })?;
                 for e in entries.flatten() {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    if name.starts_with("data_batch_") && name.ends_with(".bin") {
+                    if name.starts_with("data_batch_")
+                        && name.ends_with(".bin")
+                        && e.path().is_file()
+                    {
                         files.push(e.path());
                     }
                 }
@@ -57,7 +62,7 @@ fn cifar_batches(dir: &Path, split: Split) -> Result<Vec<PathBuf>, DataError> {
 /// Parses one CIFAR-10 binary batch: records of 1 label byte (0–9) and 3072 pixel bytes (R, G, B planes of 32 × 32).
 pub fn parse_cifar_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>), DataError> {
     if bytes.is_empty() {
-        return Err(DataError::Empty {
+        return Err(DataError::EmptyFile {
             path: path.to_path_buf(),
         });
     }
@@ -100,14 +105,37 @@ pub(super) fn load_cifar10(
         if limit.is_some_and(|l| labels.len() >= l) {
             break;
         }
-        let (l, p) = parse_cifar_batch(&read_file(&f)?, &f)?;
+        let bytes = crate::limits::read_file_max(
+            &f,
+            MAX_CIFAR_BATCH_RECORDS * CIFAR_RECORD as u64,
+            "a CIFAR-10 batch (100 000 records)",
+        )
+        .map_err(|e| match e {
+            crate::limits::LimitError::Io(source) => DataError::Io {
+                path: f.clone(),
+                source,
+            },
+            other => DataError::Limit {
+                path: f.clone(),
+                source: other,
+            },
+        })?;
+        let (l, p) = parse_cifar_batch(&bytes, &f)?;
         labels.extend(l);
         pixels.extend(p);
+        if pixels.len() as u64 > MAX_DATASET_VALUES {
+            return Err(DataError::Corrupt {
+                path: f,
+                detail: format!(
+                    "the batches hold more than the limit of {MAX_DATASET_VALUES} values"
+                ),
+            });
+        }
     }
     let d = CIFAR_RECORD - 1;
     let keep = limit.map_or(labels.len(), |l| l.min(labels.len()));
     labels.truncate(keep);
-    let images = Array2::from_shape_fn((keep, d), |(i, j)| f32::from(pixels[i * d + j]) / 255.0);
+    let images = f32_images(&pixels, keep, d, dir)?;
     Ok(Dataset {
         images,
         channels: 3,

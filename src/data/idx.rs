@@ -1,10 +1,10 @@
 //! Fashion-MNIST in the IDX format (raw or gzipped).
 
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use ndarray::Array2;
-
-use super::{read_maybe_gz, DataError, Dataset, Split, FASHION_MNIST_ENV};
+use super::{f32_images, DataError, Dataset, Split, FASHION_MNIST_ENV};
+use crate::limits::MAX_DATASET_VALUES;
 
 /// `dir/stem.gz` if it exists, else `dir/stem`.
 fn idx_file(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
@@ -25,9 +25,72 @@ fn idx_file(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
     })
 }
 
-/// Parses an IDX file of unsigned bytes with `rank` dimensions; returns the dimensions and the data.
+/// Reads an IDX file of unsigned bytes with `rank` dimensions (gunzipped when its name ends in `.gz`);
+/// returns the dimensions and the data. The header's dimensions are checked against the limit
+/// ([`MAX_DATASET_VALUES`]) and against the real size of the file (or of the decompressed stream, which is
+/// cut one byte past what the header declares) before the data are read.
+pub fn read_idx_u8(path: &Path, rank: u8) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    let (file, len) = crate::limits::open(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file = BufReader::new(file);
+    if path.extension().is_some_and(|e| e == "gz") {
+        if len == Some(0) {
+            return Err(DataError::EmptyFile {
+                path: path.to_path_buf(),
+            });
+        }
+        decode_idx_u8(flate2::read::GzDecoder::new(file), None, rank, path)
+    } else {
+        decode_idx_u8(file, len, rank, path)
+    }
+}
+
+/// Parses the bytes of a raw (not gzipped) IDX file as [`read_idx_u8`] does; `path` names it in errors.
 pub fn parse_idx_u8(
     bytes: &[u8],
+    rank: u8,
+    path: &Path,
+) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    decode_idx_u8(bytes, Some(bytes.len() as u64), rank, path)
+}
+
+/// Parses gzipped IDX bytes as [`read_idx_u8`] does for a `.gz` file.
+pub fn parse_idx_u8_gz(
+    bytes: &[u8],
+    rank: u8,
+    path: &Path,
+) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    if bytes.is_empty() {
+        return Err(DataError::EmptyFile {
+            path: path.to_path_buf(),
+        });
+    }
+    decode_idx_u8(flate2::read::GzDecoder::new(bytes), None, rank, path)
+}
+
+/// A gzip error is the file's fault (corrupt); other I/O errors are reading errors.
+fn read_err(path: &Path, e: std::io::Error) -> DataError {
+    match e.kind() {
+        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData => DataError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("gzip: {e}"),
+        },
+        std::io::ErrorKind::UnexpectedEof => DataError::Corrupt {
+            path: path.to_path_buf(),
+            detail: "gzip: the compressed stream ends early".into(),
+        },
+        _ => DataError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    }
+}
+
+fn decode_idx_u8<R: Read>(
+    mut r: R,
+    known_len: Option<u64>,
     rank: u8,
     path: &Path,
 ) -> Result<(Vec<usize>, Vec<u8>), DataError> {
@@ -37,16 +100,21 @@ pub fn parse_idx_u8(
     } else {
         "IDX images"
     };
-    if bytes.len() < 4 {
-        return Err(DataError::Truncated {
+    let header = 4 + 4 * usize::from(rank);
+    let mut head = vec![0u8; header];
+    let got = read_up_to(&mut r, &mut head).map_err(|e| read_err(path, e))?;
+    if got == 0 {
+        return Err(DataError::EmptyFile {
             path: path.to_path_buf(),
-            detail: format!(
-                "{} bytes, shorter than the 4-byte IDX magic number",
-                bytes.len()
-            ),
         });
     }
-    let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    if got < 4 {
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            detail: format!("{got} bytes, shorter than the 4-byte IDX magic number"),
+        });
+    }
+    let magic = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
     if magic != expected {
         return Err(DataError::BadMagic {
             path: path.to_path_buf(),
@@ -55,48 +123,79 @@ pub fn parse_idx_u8(
             expected,
         });
     }
-    let header = 4 + 4 * usize::from(rank);
-    if bytes.len() < header {
+    if got < header {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
-            detail: format!(
-                "{} bytes, shorter than the {header}-byte IDX header",
-                bytes.len()
-            ),
+            detail: format!("{got} bytes, shorter than the {header}-byte IDX header"),
         });
     }
     let dims: Vec<usize> = (0..usize::from(rank))
         .map(|i| {
             let o = 4 + 4 * i;
-            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
+            u32::from_be_bytes([head[o], head[o + 1], head[o + 2], head[o + 3]]) as usize
         })
         .collect();
     let need = dims
         .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+        .filter(|&n| n <= MAX_DATASET_VALUES)
         .ok_or_else(|| DataError::Corrupt {
             path: path.to_path_buf(),
-            detail: format!("IDX dimensions {dims:?} overflow"),
-        })?;
-    let have = bytes.len() - header;
-    if have < need {
-        return Err(DataError::Truncated {
-            path: path.to_path_buf(),
             detail: format!(
-                "the header's shape {dims:?} needs {need} data bytes, the file has {have}"
+                "the header's shape {dims:?} holds more than the limit of {MAX_DATASET_VALUES} values"
             ),
-        });
+        })?;
+    let truncated = |have: u64| DataError::Truncated {
+        path: path.to_path_buf(),
+        detail: format!("the header's shape {dims:?} needs {need} data bytes, the file has {have}"),
+    };
+    let extra = |have: u64| DataError::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!(
+            "{} bytes after the {need} data bytes of shape {dims:?}",
+            have - need
+        ),
+    };
+    if let Some(len) = known_len {
+        let have = len.saturating_sub(header as u64);
+        if have < need {
+            return Err(truncated(have));
+        }
+        if have > need {
+            return Err(extra(have));
+        }
+    }
+    let data = crate::limits::read_to_end_max(r.take(need + 1), need + 1, "IDX data").map_err(
+        |e| match e {
+            crate::limits::LimitError::Io(e) => read_err(path, e),
+            other => DataError::Limit {
+                path: path.to_path_buf(),
+                source: other,
+            },
+        },
+    )?;
+    let have = data.len() as u64;
+    if have < need {
+        return Err(truncated(have));
     }
     if have > need {
-        return Err(DataError::Corrupt {
-            path: path.to_path_buf(),
-            detail: format!(
-                "{} bytes after the {need} data bytes of shape {dims:?}",
-                have - need
-            ),
-        });
+        return Err(extra(have));
     }
-    Ok((dims, bytes[header..].to_vec()))
+    Ok((dims, data))
+}
+
+/// Reads up to `buf.len()` bytes; fewer only at the end of the input.
+fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 pub(super) fn load_fashion_mnist(
@@ -109,7 +208,7 @@ pub(super) fn load_fashion_mnist(
         Split::Test => "t10k",
     };
     let img_path = idx_file(dir, &format!("{prefix}-images-idx3-ubyte"))?;
-    let (dims, pixels) = parse_idx_u8(&read_maybe_gz(&img_path)?, 3, &img_path)?;
+    let (dims, pixels) = read_idx_u8(&img_path, 3)?;
     let (n, h, w) = (dims[0], dims[1], dims[2]);
     if n == 0 || h == 0 || w == 0 {
         return Err(DataError::Empty { path: img_path });
@@ -117,7 +216,7 @@ pub(super) fn load_fashion_mnist(
     // Labels are optional: a folder with only the images still clusters.
     let labels = match idx_file(dir, &format!("{prefix}-labels-idx1-ubyte")) {
         Ok(lab_path) => {
-            let (ldims, labels) = parse_idx_u8(&read_maybe_gz(&lab_path)?, 1, &lab_path)?;
+            let (ldims, labels) = read_idx_u8(&lab_path, 1)?;
             if ldims[0] != n {
                 return Err(DataError::Corrupt {
                     path: lab_path,
@@ -134,7 +233,7 @@ pub(super) fn load_fashion_mnist(
     };
     let keep = limit.map_or(n, |l| l.min(n));
     let d = h * w;
-    let images = Array2::from_shape_fn((keep, d), |(i, j)| f32::from(pixels[i * d + j]) / 255.0);
+    let images = f32_images(&pixels[..keep * d], keep, d, &img_path)?;
     Ok(Dataset {
         images,
         channels: 1,

@@ -23,7 +23,6 @@ mod images;
 mod npy;
 mod spec;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
@@ -32,8 +31,9 @@ use thiserror::Error;
 use crate::npy::NpyError;
 
 pub use cifar10::parse_cifar_batch;
-pub use idx::parse_idx_u8;
-pub use npy::infer_chw;
+pub use idx::{parse_idx_u8, parse_idx_u8_gz, read_idx_u8};
+pub use images::decode_image;
+pub use npy::{from_array as dataset_from_array, infer_chw};
 pub use spec::{DataSpec, Split, DATA_SPEC_HELP};
 
 /// Where Debian's `dataset-fashion-mnist` package puts the files.
@@ -112,10 +112,17 @@ pub enum DataError {
     ZeroLimit,
     #[error("--size must be at least 1")]
     ZeroSize,
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {}", crate::limits::io_message(.source))]
     Io {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error("{path}: empty file (0 bytes)")]
+    EmptyFile { path: PathBuf },
+    #[error("{path}: {source}")]
+    Limit {
+        path: PathBuf,
+        source: crate::limits::LimitError,
     },
     #[error("{path}: not found{hint}")]
     NotFound { path: PathBuf, hint: String },
@@ -167,28 +174,27 @@ pub fn load(spec: &DataSpec, opts: &LoadOptions) -> Result<Dataset, DataError> {
     }
 }
 
-pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|source| DataError::Io {
+/// Image rows from pixel bytes (`n` rows of `d`), scaled to [0, 1]; the memory is reserved up front so that
+/// a dataset too large for this machine is an error, not an abort.
+pub(crate) fn f32_images(
+    pixels: &[u8],
+    n: usize,
+    d: usize,
+    path: &Path,
+) -> Result<Array2<f32>, DataError> {
+    let limit = |source| DataError::Limit {
         path: path.to_path_buf(),
         source,
-    })
-}
-
-/// The bytes of `path`, gunzipped when the name ends in `.gz`.
-pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = read_file(path)?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::Corrupt {
-                path: path.to_path_buf(),
-                detail: format!("gzip: {e}"),
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
+    };
+    let mut v = crate::limits::try_vec(0, 0f32, "the dataset as float32").map_err(limit)?;
+    v.try_reserve_exact(n * d).map_err(|_| {
+        limit(crate::limits::LimitError::OutOfMemory {
+            bytes: (n * d * 4) as u64,
+            what: "the dataset as float32",
+        })
+    })?;
+    v.extend(pixels[..n * d].iter().map(|&p| f32::from(p) / 255.0));
+    Ok(Array2::from_shape_vec((n, d), v).expect("n * d values"))
 }
 
 #[cfg(test)]

@@ -25,6 +25,17 @@ pub fn infer_chw(d: usize) -> (usize, usize, usize) {
 
 pub(super) fn load_npy(path: &Path, limit: Option<usize>) -> Result<Dataset, DataError> {
     let (a, dtype): (ArrayD<f64>, NpyDtype) = crate::npy::read_f64(path)?;
+    from_array(a, dtype, path, limit)
+}
+
+/// A dataset from an array already read from the `.npy` at `path` (as [`super::load`] reads `npy:FILE`):
+/// uint8 is divided by 255; float values must be finite and in [0, 1].
+pub fn from_array(
+    a: ArrayD<f64>,
+    dtype: NpyDtype,
+    path: &Path,
+    limit: Option<usize>,
+) -> Result<Dataset, DataError> {
     let shape = a.shape().to_vec();
     let (n, c, h, w) = match shape.as_slice() {
         [n, d] => {
@@ -37,7 +48,8 @@ pub(super) fn load_npy(path: &Path, limit: Option<usize>) -> Result<Dataset, Dat
             return Err(DataError::Shape {
                 path: path.to_path_buf(),
                 detail: format!(
-                    "expected N x d, N x H x W or N x C x H x W, the array has shape {shape:?}"
+                    "expected N x d, N x H x W or N x C x H x W, the array has shape {}",
+                    crate::limits::shape_text(&shape)
                 ),
             })
         }
@@ -67,7 +79,37 @@ pub(super) fn load_npy(path: &Path, limit: Option<usize>) -> Result<Dataset, Dat
             value: *value,
         }));
     }
-    let images = Array2::from_shape_fn((keep, d), |(i, j)| (flat[i * d + j] * scale) as f32);
+    if dtype != NpyDtype::U8 {
+        if let Some((index, value)) = flat[..keep * d]
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !(0.0..=1.0).contains(*v))
+        {
+            return Err(DataError::Shape {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "value {value} at flat index {index} is outside [0, 1]: float images must be in [0, 1] \
+                     (uint8 images are divided by 255)"
+                ),
+            });
+        }
+    }
+    let mut v = crate::limits::try_vec(0, 0f32, "the dataset as float32").map_err(|source| {
+        DataError::Limit {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    v.try_reserve_exact(keep * d)
+        .map_err(|_| DataError::Limit {
+            path: path.to_path_buf(),
+            source: crate::limits::LimitError::OutOfMemory {
+                bytes: (keep * d * 4) as u64,
+                what: "the dataset as float32",
+            },
+        })?;
+    v.extend(flat[..keep * d].iter().map(|&x| (x * scale) as f32));
+    let images = Array2::from_shape_vec((keep, d), v).expect("keep * d values");
     Ok(Dataset {
         images,
         channels: c,

@@ -295,7 +295,7 @@ fn cifar10_batches() {
     ));
     assert!(matches!(
         parse_cifar_batch(&[], p),
-        Err(DataError::Empty { .. })
+        Err(DataError::EmptyFile { .. })
     ));
     let empty = tempfile::tempdir().unwrap();
     let e = load(

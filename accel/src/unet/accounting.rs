@@ -119,14 +119,21 @@ pub fn weighted_total(stages: &[PartInfo], weights: &[f64]) -> Result<WeightedTo
     }
     if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
         return Err(UNetError::Input(format!(
-            "weights {weights:?} must be finite and >= 0"
+            "weights must be finite and >= 0, got {}",
+            weights
+                .iter()
+                .map(|w| format!("{w:e}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
-    let sum: f64 = weights.iter().sum();
-    if sum <= 0.0 {
+    // Scale by the largest first, so that huge weights (1e308, ...) do not overflow the sum.
+    let max = weights.iter().fold(0.0f64, |m, &w| m.max(w));
+    if max <= 0.0 {
         return Err(UNetError::Input("weights sum to 0".into()));
     }
-    let w: Vec<f64> = weights.iter().map(|w| w / sum).collect();
+    let sum: f64 = weights.iter().map(|w| w / max).sum();
+    let w: Vec<f64> = weights.iter().map(|w| w / max / sum).collect();
     Ok(WeightedTotal {
         paper_gmacs: stages.iter().zip(&w).map(|(s, w)| w * s.paper_gmacs).sum(),
         flops: stages.iter().zip(&w).map(|(s, w)| w * s.flops as f64).sum(),

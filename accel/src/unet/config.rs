@@ -88,6 +88,7 @@ impl UNetConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        self.check_size()?;
         match &self.family {
             Family::Ncsnpp(c) => c.validate()?,
             Family::Ddpmpp(c) => c.validate()?,
@@ -105,10 +106,109 @@ impl UNetConfig {
         if self.boundaries.iter().any(|b| !b.is_finite()) {
             return Err("boundaries must be finite".into());
         }
+        // Each boundary must split the family's time domain (a boundary outside it leaves a stage empty).
+        let (lo, hi, domain) = match &self.family {
+            Family::Ncsnpp(_) => (0.0, 1.0, "VP time t: (0, 1)"),
+            Family::Ddpmpp(_) => (0.0, f64::INFINITY, "EDM sigma: (0, infinity)"),
+            Family::Ldm(_) => (0.0, 1000.0, "LDM timestep: (0, 1000)"),
+        };
+        if let Some(b) = self.boundaries.iter().find(|&&b| !(b > lo && b < hi)) {
+            return Err(format!(
+                "boundary {b} lies outside the time domain of {domain}"
+            ));
+        }
         if self.boundaries.windows(2).any(|w| w[0] >= w[1]) {
             return Err(format!(
                 "boundaries {:?} are not strictly increasing",
                 self.boundaries
+            ));
+        }
+        Ok(())
+    }
+
+    /// Bounds on every size in the config, checked before anything is built or counted: a config with
+    /// absurd sizes is refused up front ("model too large") instead of running for minutes or wrapping the
+    /// u64 counts. The limits are far above the paper's models (the largest preset costs ~1e11 MACs).
+    fn check_size(&self) -> Result<(), String> {
+        let (name, in_ch, res, en, de, mult, blocks, attn): Sizes = match &self.family {
+            Family::Ncsnpp(c) => (
+                "ncsnpp",
+                c.in_channels,
+                c.resolution,
+                c.en_width,
+                &c.de_widths,
+                &c.ch_mult,
+                c.num_res_blocks,
+                &c.attn_resolutions,
+            ),
+            Family::Ddpmpp(c) => (
+                "ddpmpp",
+                c.in_channels,
+                c.resolution,
+                c.en_width,
+                &c.de_widths,
+                &c.channel_mult,
+                c.num_blocks,
+                &c.attn_resolutions,
+            ),
+            Family::Ldm(c) => (
+                "ldm",
+                c.in_channels,
+                c.resolution,
+                c.en_width,
+                &c.de_widths,
+                &c.channel_mult,
+                c.num_res_blocks,
+                &c.attention_ds,
+            ),
+        };
+        let limit = |what: &str, v: usize, max: usize| {
+            if v > max {
+                Err(format!(
+                    "model too large: {name} {what} = {v}, the limit is {max}"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        limit("in_channels", in_ch, 4096)?;
+        limit("resolution", res, 4096)?;
+        limit("en_width", en, 1 << 16)?;
+        limit("number of stages (decoder widths)", de.len(), MAX_STAGES)?;
+        limit("number of levels (channel multipliers)", mult.len(), 12)?;
+        limit("residual blocks per level", blocks, 64)?;
+        for &w in de {
+            limit("decoder width", w, 1 << 16)?;
+        }
+        for &m in mult {
+            limit("channel multiplier", m, 64)?;
+        }
+        for &a in attn {
+            if a == 0 || a > res.max(1) {
+                return Err(format!(
+                    "{name}: attention entry {a} must lie in 1..={res} ({})",
+                    if name == "ldm" {
+                        "attention_ds are downsampling factors"
+                    } else {
+                        "attn_resolutions are feature-map sides"
+                    }
+                ));
+            }
+        }
+        // Up-front cost: the 3 x 3 convolutions of every level (two per residual block, encoder and every
+        // decoder) at the widest width; the real count is below this.
+        let widest = de.iter().copied().chain([en]).max().unwrap_or(0) as f64;
+        let (mut macs, mut side) = (0.0f64, res as f64);
+        for &m in mult {
+            let c = widest * m as f64;
+            macs +=
+                side * side * c * c * 9.0 * 2.0 * (blocks as f64 + 1.0) * (de.len() as f64 + 1.0);
+            side = (side / 2.0).max(1.0);
+        }
+        const MAX_MACS: f64 = 1e15;
+        if macs > MAX_MACS {
+            return Err(format!(
+                "model too large: about {macs:.1e} multiply-accumulates per evaluation (limit {MAX_MACS:.0e})"
             ));
         }
         Ok(())
@@ -124,6 +224,22 @@ impl UNetConfig {
         toml::to_string(self).map_err(|e| e.to_string())
     }
 }
+
+/// A family's sizes: name, in_channels, resolution, en_width, de_widths, channel multipliers, blocks per
+/// level, attention entries.
+type Sizes<'a> = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    &'a [usize],
+    &'a [usize],
+    usize,
+    &'a [usize],
+);
+
+/// Most stages a config may have.
+pub const MAX_STAGES: usize = 64;
 
 /// The paper's DPM-Solver split points (t).
 pub const NCSNPP_BOUNDARIES: [f64; 2] = [0.4420, 0.6308];

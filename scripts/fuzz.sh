@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Fuzz every parser of msd for SECONDS each (default 60), on the stable toolchain (see fuzz/README.md).
+#   scripts/fuzz.sh [SECONDS] [TARGET...]
+# Builds fuzz/ with libFuzzer's coverage instrumentation (plain -C flags, no nightly), runs each target
+# with its corpus in fuzz/corpus/TARGET, and prints executions and findings per target. Crashes are saved
+# under fuzz/artifacts/TARGET/.
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+secs="${1:-60}"
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  targets=(npy_parse npz_stats idx_raw idx_gz cifar_batch image_decode safetensors_weights toml_config data_spec plan_json)
+fi
+triple="$(rustc -vV | sed -n 's/^host: //p')"
+# What cargo-fuzz passes, minus the sanitizer (-Zsanitizer needs nightly): SanitizerCoverage for
+# libFuzzer's guidance, debug assertions and overflow checks so that arithmetic bugs crash.
+export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
+# --target keeps RUSTFLAGS off build scripts and proc macros, as cargo-fuzz does.
+nice -n 15 cargo build --release --target "$triple" --bins
+for t in "${targets[@]}"; do
+  mkdir -p "corpus/$t" "artifacts/$t"
+  log="artifacts/$t/last-run.log"
+  # -rss_limit_mb: a parser that allocates what a header declares is a finding, not an OOM of the host.
+  nice -n 15 "target/$triple/release/$t" "corpus/$t" "seeds/$t" -max_total_time="$secs" \
+    -rss_limit_mb=2048 -max_len=65536 -timeout=20 -artifact_prefix="artifacts/$t/" -print_final_stats=1 \
+    >"$log" 2>&1 || true
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+  crashes=$(find "artifacts/$t" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' -o -name 'leak-*' \) | wc -l)
+  echo "$t: ${execs:-?} executions in ${secs} s, ${crashes} findings (log: fuzz/$log)"
+done
