@@ -20,4 +20,5 @@ pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod npy;
+pub mod runs;
 pub mod stats;

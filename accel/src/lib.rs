@@ -16,6 +16,7 @@ pub mod fmnist_features;
 pub mod inception;
 mod safetensors_io;
 pub mod sampler;
+pub mod train;
 pub mod unet;
 
 pub use denoiser::OptimalDenoiser;
