@@ -10,11 +10,11 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release --locked --bin msd --example denoise_demo
 msd=target/release/msd
-steps=${MSD_QUICKSTART_STEPS:-400}
+steps=${MSD_QUICKSTART_STEPS:-100}
 echo "== Training a multistage NCSN++ (en 32, de 48/32/16, t1 = 0.2845, t2 = 0.6111) on Fashion-MNIST, $steps steps"
 rm -rf demo/run
 $msd train --preset fmnist-ncsnpp-multistage --data fashion-mnist --out demo/run --steps "$steps" \
-  --sample-every 0 --checkpoint-every 200
+  --batch 16 --sample-every 0 --checkpoint-every 50
 $msd sample --checkpoint demo/run --ema --num 36 --seed 1 --nfe 20 --out demo/samples.npy --grid demo/samples.png
 $msd plot-metrics demo/run --out demo/loss.svg
 echo "   run: demo/run (checkpoints, metrics.jsonl), grid: demo/samples.png, loss plot: demo/loss.svg"

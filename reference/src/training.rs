@@ -261,7 +261,7 @@ mod tests {
         fn vp_and_ldm_draws_stay_in_their_stage(u in 0.0f64..1.0, k in 0usize..3) {
             let b = [0.4420, 0.6308];
             let t = vp_time_in_stage(u, &b, k, EPS_T);
-            prop_assert!(t >= EPS_T && t <= 1.0);
+            prop_assert!((EPS_T..=1.0).contains(&t));
             prop_assert!(msd_plan::stage_of(&b, t) == k || u == 0.0);
             let lb = [441.5, 630.5];
             let n = ldm_step_in_stage(u, &lb, k, 1000);

@@ -137,13 +137,14 @@ pub fn default_plan(model: &UNetConfig) -> anyhow::Result<crate::accel::sampler:
 }
 
 /// Free bytes on the file system of `dir` (None where unknown).
+#[allow(clippy::unnecessary_cast)] // the statvfs field types differ between platforms
 fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: c is a valid NUL-terminated path and s a valid out-pointer.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
-    (rc == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+    (rc == 0).then_some(s.f_bavail as u64 * s.f_frsize as u64)
 }
 
 /// Checks the run directory before any training: creatable, writable, enough space for two checkpoints.
@@ -270,7 +271,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         let ck = checkpoint::latest_checkpoint(dir)?.with_context(|| {
             format!("--resume {}: the run has no checkpoint yet", dir.display())
         })?;
-        let spec = args.data.clone().unwrap_or(info.data.clone());
+        let spec = args.data.clone().unwrap_or_else(|| info.data.clone());
         let x = load_data(&spec, args.limit.or(info.limit), &info.model, &device)?;
         let mut tr = checkpoint::resume(&ck, x, &device, args.steps)?;
         let mut cfg = tr.cfg.clone();

@@ -16,7 +16,6 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use crate::unet::ddpmpp::edm_precond;
 use crate::unet::precond::{edm_denoise, per_sample};
 use crate::unet::{Family, MultistageUNet, UNetConfig};
 
@@ -213,9 +212,4 @@ pub fn per_sample_loss(
         dev,
     )?;
     Ok((sq * w)?)
-}
-
-/// EDM preconditioning scalars at σ (re-exported for the tests and the sampler adapter).
-pub fn edm_scalars(sigma: f64) -> (f64, f64, f64, f64) {
-    edm_precond(sigma)
 }

@@ -90,7 +90,7 @@ impl TrainConfig {
                 return Err(format!("gradient clip {c} must be > 0"));
             }
         }
-        if !(self.ema_half_life_images > 0.0) {
+        if self.ema_half_life_images.is_nan() || self.ema_half_life_images <= 0.0 {
             return Err("EMA half-life must be > 0 images".into());
         }
         if self.keep_checkpoints == 0 {

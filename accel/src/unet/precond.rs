@@ -68,12 +68,12 @@ impl<'a> UNetSamplerModel<'a> {
     /// Checks that the plan's time axis can drive this family: NCSN++ needs continuous VP time, LDM a
     /// discrete-time axis; DDPM++ (EDM) takes any axis through the SNR.
     pub fn new(net: &'a MultistageUNet, axis: TimeAxis) -> Result<Self> {
-        let ok = match (&net.config().family, axis) {
-            (Family::Ncsnpp(_), TimeAxis::Time) => true,
-            (Family::Ldm(_), TimeAxis::DiscreteTime { .. }) => true,
-            (Family::Ddpmpp(_), _) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (&net.config().family, axis),
+            (Family::Ncsnpp(_), TimeAxis::Time)
+                | (Family::Ldm(_), TimeAxis::DiscreteTime { .. })
+                | (Family::Ddpmpp(_), _)
+        );
         if !ok {
             return Err(UNetError::Input(format!(
                 "a {} network cannot run a plan on the {:?} axis: use a {} schedule",
