@@ -24,4 +24,5 @@ pub mod eval;
 pub mod limits;
 pub mod npy;
 pub mod output;
+pub mod runs;
 pub mod stats;

@@ -19,6 +19,7 @@ pub mod inception;
 pub mod kernels;
 mod safetensors_io;
 pub mod sampler;
+pub mod train;
 pub mod unet;
 
 pub use denoiser::OptimalDenoiser;

@@ -261,3 +261,26 @@ mod tests {
         assert!(plan.validate().unwrap_err().contains("writes register 2"));
     }
 }
+
+/// The stage rule, defined once for every crate: the stage of a value `v` on a partition with strictly
+/// increasing interior `boundaries` is the number of boundaries strictly below `v`. A boundary value
+/// therefore belongs to the lower stage, and the smallest noise levels are stage 0.
+pub fn stage_of(boundaries: &[f64], v: f64) -> usize {
+    boundaries.iter().filter(|&&b| b < v).count()
+}
+
+#[cfg(test)]
+mod stage_rule_tests {
+    use super::stage_of;
+
+    #[test]
+    fn boundary_values_belong_to_the_lower_stage() {
+        let b = [0.25, 0.5];
+        assert_eq!(stage_of(&b, 0.0), 0);
+        assert_eq!(stage_of(&b, 0.25), 0);
+        assert_eq!(stage_of(&b, 0.2500001), 1);
+        assert_eq!(stage_of(&b, 0.5), 1);
+        assert_eq!(stage_of(&b, 0.75), 2);
+        assert_eq!(stage_of(&[], 0.75), 0);
+    }
+}

@@ -25,6 +25,7 @@ pub mod schedule;
 pub mod solver;
 pub mod stage;
 pub mod symeig;
+pub mod training;
 
 pub use denoiser::{DenoiserError, NoiseLevel, OptimalDenoiser, Prediction};
 pub use schedule::{Edm, Schedule, ScheduleError, VeGeometric, VpCosine, VpLinear};

@@ -109,7 +109,7 @@ impl Partition {
 
     /// The stage of a value on this partition's axis: the number of boundaries strictly below it.
     pub fn stage_of(&self, v: f64) -> usize {
-        self.boundaries.iter().filter(|&&b| b < v).count()
+        msd_plan::stage_of(&self.boundaries, v)
     }
 
     /// The stage of each sample's value (per-sample routing).

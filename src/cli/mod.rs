@@ -24,9 +24,12 @@ mod denoise;
 mod fid;
 mod model_info;
 mod plan;
+mod plot_metrics;
 mod prdc;
 mod sample;
+mod sample_checkpoint;
 mod schedule;
+mod train;
 mod train_features;
 
 use clap::{Parser, Subcommand};
@@ -37,9 +40,11 @@ pub use denoise::DenoiseArgs;
 pub use fid::{FidArgs, FidStatsArgs};
 pub use model_info::{plan_nfe_per_stage_from_json, ModelInfoArgs};
 pub use plan::{PlanArgs, PlanCmdArgs};
+pub use plot_metrics::PlotMetricsArgs;
 pub use prdc::PrdcArgs;
 pub use sample::SampleArgs;
 pub use schedule::{ScheduleArgs, ScheduleKind, ScheduleParams};
+pub use train::TrainArgs;
 pub use train_features::TrainFeaturesArgs;
 
 /// Multistage diffusion models (CVPR 2024): exact reference math, a candle backend, and tools.
@@ -78,6 +83,10 @@ pub enum Command {
     TrainFeatures(TrainFeaturesArgs),
     /// Choose stage boundaries: the optimal-denoiser clustering (Algorithms 1 and 2) or a Table-4 baseline.
     Cluster(ClusterArgs),
+    /// Train a multistage U-Net (presets for Fashion-MNIST), with resumable checkpoints and sample grids.
+    Train(TrainArgs),
+    /// Plot a training run's loss per stage against steps and training FLOPs (SVG).
+    PlotMetrics(PlotMetricsArgs),
 }
 
 /// Runs one parsed command line.
@@ -189,6 +198,8 @@ fn run_command(cli: Cli) -> anyhow::Result<()> {
         Command::Prdc(args) => prdc::run(&args),
         Command::TrainFeatures(args) => train_features::run(&args),
         Command::Cluster(args) => cluster::run(&args),
+        Command::Train(args) => train::run(&args),
+        Command::PlotMetrics(args) => plot_metrics::run(&args),
     }
 }
 

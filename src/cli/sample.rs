@@ -40,14 +40,31 @@ pub struct SampleArgs {
     #[arg(long, value_enum, default_value_t = ModelKind::Optimal)]
     pub model: ModelKind,
     /// The dataset of the optimal denoiser.
-    #[arg(long, value_name = "D.npy")]
-    pub data: PathBuf,
+    #[arg(long, value_name = "D.npy", required_unless_present = "checkpoint")]
+    pub data: Option<PathBuf>,
     /// The initial noise z (standard normal), B x d or B x C x H x W.
-    #[arg(long, value_name = "Z.npy")]
-    pub noise: PathBuf,
+    #[arg(long, value_name = "Z.npy", required_unless_present = "checkpoint")]
+    pub noise: Option<PathBuf>,
+    /// Sample a trained network instead: a run directory (its newest checkpoint) or a checkpoint directory.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["data", "noise", "save_trajectory"])]
+    pub checkpoint: Option<PathBuf>,
+    /// With --checkpoint: use the EMA weights.
+    #[arg(long, requires = "checkpoint")]
+    pub ema: bool,
+    /// With --checkpoint: number of images.
+    #[arg(long, default_value_t = 16)]
+    pub num: usize,
+    /// With --checkpoint: images per batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// With --checkpoint: also write the images as one PNG grid.
+    #[arg(long, value_name = "FILE.png", requires = "checkpoint")]
+    pub grid: Option<PathBuf>,
     #[command(flatten)]
     pub plan: PlanArgs,
-    /// Where to write the final samples (float64, Z's shape). Written through a temporary file; an existing symlink, FIFO or device here is refused, not replaced.
+    /// Where to write the final samples (float64, Z's shape). With --checkpoint: FILE.npy (f32 in [-1, 1],
+    /// N x C x H x W) or a directory for one PNG per image. Written through a temporary file; an existing
+    /// symlink, FIFO or device here is refused, not replaced.
     #[arg(long, value_name = "X.npy")]
     pub out: PathBuf,
     /// Write x_T as step_0000.npy and the state after every outer step k as step_{k:04}.npy into DIR.
@@ -118,24 +135,30 @@ fn write_step(dir: &Path, step: usize, x: ArrayView2<f64>, shape: &[usize]) -> a
 }
 
 pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
+    if args.checkpoint.is_some() {
+        return super::sample_checkpoint::run(args);
+    }
+    let (Some(data_path), Some(noise_path)) = (&args.data, &args.noise) else {
+        bail!("give --data and --noise (the optimal denoiser), or --checkpoint DIR (a trained network)");
+    };
     crate::output::check(&args.out).context("--out")?;
     let built = args.plan.build()?;
     let plan = &built.plan;
-    let (data, _) = npy::read_matrix(&args.data).context("--data")?;
+    let (data, _) = npy::read_matrix(data_path).context("--data")?;
     if data.nrows() == 0 || data.ncols() == 0 {
         bail!(
             "--data {}: the dataset is empty (shape {:?})",
-            args.data.display(),
+            data_path.display(),
             data.dim()
         );
     }
-    let (z, _) = npy::read_f64(&args.noise).context("--noise")?;
+    let (z, _) = npy::read_f64(noise_path).context("--noise")?;
     let shape = z.shape().to_vec();
     let per_sample: usize = shape.iter().skip(1).product();
     if shape.len() < 2 || per_sample != data.ncols() || shape[0] == 0 {
         bail!(
             "--noise {}: shape {:?} does not match the data: it must be B x {} (or B x C x H x W with C*H*W = {}), B >= 1",
-            args.noise.display(),
+            noise_path.display(),
             shape,
             data.ncols(),
             data.ncols()

@@ -84,7 +84,7 @@ impl UNetConfig {
 
     /// Stage of `t`: the number of boundaries strictly below it.
     pub fn stage_of(&self, t: f64) -> usize {
-        self.boundaries.iter().filter(|&&b| b < t).count()
+        msd_plan::stage_of(&self.boundaries, t)
     }
 
     pub fn validate(&self) -> Result<(), String> {

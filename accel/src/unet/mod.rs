@@ -22,6 +22,7 @@ pub mod ddpmpp;
 pub mod ldm;
 pub mod ncsnpp;
 pub mod params;
+pub mod precond;
 pub mod weights;
 
 use std::sync::Mutex;
