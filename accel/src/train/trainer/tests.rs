@@ -30,7 +30,10 @@ fn cfg(schedule: StageSchedule) -> TrainConfig {
     }
 }
 
-fn snapshot(tr: &Trainer) -> Vec<(String, Vec<u32>, Vec<u32>, Vec<u32>, u32)> {
+/// Per parameter: name, weight bits, first and second moment bits, Adam step count.
+type Snapshot = Vec<(String, Vec<u32>, Vec<u32>, Vec<u32>, u32)>;
+
+fn snapshot(tr: &Trainer) -> Snapshot {
     let bits = |t: &Tensor| -> Vec<u32> {
         t.flatten_all()
             .unwrap()
