@@ -189,7 +189,11 @@ def run(a):
     rows = []
     print(f"{len(names)} cases, {a.threads} threads, f32; each side in its own process", flush=True)
     for name in names:
-        c = all_cases[name]
+        c = dict(all_cases[name])
+        if a.warmup is not None:
+            c["warmup"] = a.warmup
+        if a.reps is not None:
+            c["reps"] = a.reps
         config = resolve_config(a.msd, c["model"], cfg_dir)
         fwd_flops = stage_flops(a.msd, config, c["stage"]) * c["batch"]
         flops = fwd_flops * (3 if c["mode"] == "step" else 1)
@@ -234,6 +238,8 @@ def main():
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--case-timeout", type=int, default=900, help="seconds per case and side")
     r.add_argument("--out-dir", default="target/peer")
+    r.add_argument("--warmup", type=int, help="untimed runs per case and side (overrides the case's)")
+    r.add_argument("--reps", type=int, help="timed runs per case and side (overrides the case's; median)")
     sub.add_parser("list")
     t = sub.add_parser("torch-case")
     t.add_argument("--config", required=True)
