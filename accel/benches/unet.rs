@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use candle_core::{Device, Tensor};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use msd_accel::kernels::with_kernels;
 use msd_accel::unet::config::NCSNPP_BOUNDARIES;
 use msd_accel::unet::ncsnpp::NcsnppConfig;
@@ -146,4 +146,25 @@ fn unet(c: &mut Criterion) {
 }
 
 criterion_group!(benches, unet);
-criterion_main!(benches);
+
+/// `cargo bench` passes `--bench` and gets the timings; `cargo test --all-targets` runs this binary without
+/// it, and then only a smoke run of every path on the tiny preset (the timed cases take minutes).
+fn main() {
+    if std::env::args().any(|a| a == "--bench") {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+        return;
+    }
+    let cfg = preset("tiny-ncsnpp-multistage").unwrap();
+    let m = MultistageUNet::new(&cfg, &Device::Cpu, 0).unwrap();
+    let (ch, res) = cfg.input_chw();
+    let x = uniform((2, ch, res, res), 1);
+    let target = uniform((2, ch, res, res), 2);
+    for k in 0..m.num_stages() {
+        let t = vec![time_of_stage(k); 2];
+        for on in [true, false] {
+            with_kernels(on, || step(&m, &x, &target, &t, k));
+        }
+    }
+    println!("unet bench: smoke run of the tiny preset passed (cargo bench -p msd-accel --bench unet times it)");
+}
