@@ -550,7 +550,9 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
         match run {
             Some(d) => outln!(
                 "  algorithm {a}, data {} (N = {}, d = {})",
-                d.data, d.n_data, d.dim
+                d.data,
+                d.n_data,
+                d.dim
             ),
             None => outln!("  algorithm {a}, data  (N = 0, d = 0)"),
         }
