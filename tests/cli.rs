@@ -216,6 +216,8 @@ fn help_is_there_for_every_subcommand() {
         "prdc",
         "train-features",
         "cluster",
+        "train",
+        "plot-metrics",
     ];
     assert_eq!(listed, expected, "{text}");
     for name in expected {

@@ -68,7 +68,8 @@ pub enum Command {
     /// A sampler's evaluation times and their NFE split over stage boundaries (DPM-Solver, DPM-Solver++,
     /// EDM Euler/Heun, DDIM, ancestral, Euler-Maruyama).
     Plan(PlanCmdArgs),
-    /// Run a sampler with the Proposition 1 optimal denoiser of a dataset as the model, from given noise.
+    /// Run a sampler with a trained network (--checkpoint) or the Proposition 1 optimal denoiser of a dataset
+    /// (--data, --noise) as the model.
     Sample(SampleArgs),
     /// Parameters and GFLOPs per stage of a multistage U-Net (preset or TOML config), as a table or JSON.
     ModelInfo(ModelInfoArgs),
