@@ -494,7 +494,7 @@ fn model_configs_and_weights() {
         ["model-info", "--config", "/dev/zero"] => "--config /dev/zero: cannot read: larger than the 64.0 MiB limit of a model config",
         ["model-info", "--config", "/dev/urandom"] => "--config /dev/urandom",
         ["model-info", "--preset", "cifar10-ncsnpp-multistage", "--plan", "/dev/zero"] => "--plan /dev/zero",
-        ["model-info", "--preset", "cifar10-ncsnpp-multistage", "--plan", &plan] => "holds a non-number",
+        ["model-info", "--preset", "cifar10-ncsnpp-multistage", "--plan", &plan] => "plan.json: not the JSON of `msd plan --json`: invalid type: string \"x\", expected f64",
     ]);
     // Feature-network weights: NaN, not safetensors, a device.
     let nan = f.path("nan.safetensors");
