@@ -604,7 +604,7 @@ fn defined_edge_cases_are_accepted() {
     let data = write_npy(dir.path(), "d.npy", &array![[0.0, 1.0], [1.0, 0.0]]);
     let x = write_npy(dir.path(), "x.npy", &array![[0.9, 0.2]]);
     let out = dir.path().join("o.npy");
-    let o = msd(&[
+    let args = [
         "denoise",
         "--data",
         s(&data),
@@ -618,25 +618,12 @@ fn defined_edge_cases_are_accepted() {
         "x0",
         "--out",
         s(&out),
-    ]);
+    ];
+    let o = msd(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(msd::npy::read_matrix(&out).unwrap().0, array![[1.0, 0.0]]);
-    // An existing regular output file is replaced.
-    let o = msd(&[
-        "denoise",
-        "--data",
-        s(&data),
-        "--x",
-        s(&x),
-        "--sigma",
-        "0",
-        "--schedule",
-        "edm",
-        "--predict",
-        "x0",
-        "--out",
-        s(&out),
-    ]);
+    // An existing regular output file is replaced: the same command again.
+    let o = msd(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_only_files(dir.path(), &["d.npy", "x.npy", "o.npy"]);
 }
