@@ -37,7 +37,9 @@ impl Ema {
 
     pub fn update(&mut self, vars: &[Var], beta: f64) -> candle_core::Result<()> {
         for (e, v) in self.shadow.iter_mut().zip(vars) {
-            *e = (e.affine(beta, 0.0)? + v.as_tensor().affine(1.0 - beta, 0.0)?)?;
+            // Detached: `v` is a Var, so the sum would otherwise record its ops and keep every earlier
+            // shadow (a full model copy per step) alive through the graph.
+            *e = (e.affine(beta, 0.0)? + v.as_tensor().affine(1.0 - beta, 0.0)?)?.detach();
         }
         Ok(())
     }
@@ -97,5 +99,16 @@ mod tests {
         assert_eq!(e.tensors()[0].to_vec1::<f32>().unwrap(), vec![1.5, 1.5]);
         assert!((ema_beta(1000.0, None, 0.0, 1000.0) - 0.5).abs() < 1e-15);
         assert!((ema_beta(1e6, Some(0.1), 100.0, 10.0) - 0.5).abs() < 1e-15);
+    }
+
+    /// A shadow that recorded its ops would chain every earlier shadow (a model copy per step): training
+    /// memory grew by ~36 MB per step for a 3M-parameter model before the update detached.
+    #[test]
+    fn shadow_does_not_record_ops() {
+        let v = Var::from_vec(vec![1.0f32, 2.0], 2, &Device::Cpu).unwrap();
+        let mut e = Ema::new(&[("w".into(), v.clone())]).unwrap();
+        e.update(&[v.clone()], 0.5).unwrap();
+        e.update(&[v], 0.5).unwrap();
+        assert!(!e.tensors()[0].track_op());
     }
 }

@@ -97,8 +97,11 @@ impl Adam {
             };
             self.steps[i] += 1;
             let s = self.steps[i] as i32;
-            self.m[i] = (self.m[i].affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
-            self.v[i] = (self.v[i].affine(c.beta2, 0.0)? + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
+            // Detached: with coupled weight decay `g` depends on the Var, and a tracked moment would keep
+            // every earlier step's moments alive through the graph.
+            self.m[i] = (self.m[i].affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?.detach();
+            self.v[i] =
+                (self.v[i].affine(c.beta2, 0.0)? + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?.detach();
             let bc1 = 1.0 - c.beta1.powi(s);
             let bc2 = 1.0 - c.beta2.powi(s);
             let denom = self.v[i].sqrt()?.affine(1.0 / bc2.sqrt(), c.eps)?;
@@ -181,6 +184,24 @@ impl Adam {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// With Adam's coupled L2 term the gradient depends on the Var; moments that recorded that op would
+    /// keep every earlier step's moments alive.
+    #[test]
+    fn moments_do_not_record_ops() {
+        let dev = Device::Cpu;
+        let var = Var::from_vec(vec![1.0f32, -2.0], 2, &dev).unwrap();
+        let cfg = AdamConfig {
+            weight_decay: 0.1,
+            ..AdamConfig::default()
+        };
+        let mut opt = Adam::new(cfg, vec![("p".into(), var)]).unwrap();
+        let g = Tensor::from_vec(vec![0.5f32, 0.1], 2, &dev).unwrap();
+        opt.step(&[Some(g.clone())], 0.1).unwrap();
+        opt.step(&[Some(g)], 0.1).unwrap();
+        let (m, v, _) = opt.moments(0);
+        assert!(!m.track_op() && !v.track_op());
+    }
 
     #[test]
     fn one_step_matches_a_hand_computed_update() {
