@@ -177,6 +177,52 @@ fn bad_inputs_are_one_line_errors() {
     );
 }
 
+#[test]
+fn fid_with_the_builtin_fmnist_features_needs_no_checkpoint() {
+    // `--features fmnist` uses the checkpoint built into msd: no file, no training first.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let img = |n: usize, shift: usize| {
+        Array4::from_shape_fn((n, 1, 28, 28), |(i, _, r, c)| {
+            (((r + shift) / 4 + c / 7 + i) % 3) as u8 * 100
+        })
+    };
+    let (pa, pb) = (d.join("a.npy"), d.join("b.npy"));
+    npy::write_u8(&pa, &img(6, 0)).unwrap();
+    npy::write_u8(&pb, &img(5, 2)).unwrap();
+    let v = json(&msd(&[
+        "fid",
+        "--a",
+        s(&pa),
+        "--b",
+        s(&pb),
+        "--features",
+        "fmnist",
+        "--json",
+    ]));
+    assert_eq!(v["dim"], 128);
+    assert_eq!(
+        (v["a"]["n"].as_u64(), v["b"]["n"].as_u64()),
+        (Some(6), Some(5))
+    );
+    assert_eq!(v["a"]["kind"], "images");
+    let fid = v["fid"].as_f64().unwrap();
+    assert!(fid.is_finite() && fid > 0.0, "{v}");
+    // The same set is at distance 0 (up to round-off in the matrix square root).
+    let same = json(&msd(&[
+        "fid",
+        "--a",
+        s(&pa),
+        "--b",
+        s(&pa),
+        "--features",
+        "fmnist",
+        "--json",
+    ]));
+    assert!(same["fid"].as_f64().unwrap().abs() < 1e-6, "{same}");
+    assert_only_files(d, &["a.npy", "b.npy"]);
+}
+
 /// Writes a tiny Fashion-MNIST look-alike in IDX format: class c is a bright horizontal bar at rows
 /// 2c+2..2c+5 with a little deterministic texture.
 fn fake_fashion_mnist(dir: &Path, n_train: usize, n_test: usize) {
@@ -227,7 +273,8 @@ fn train_features_then_fid_and_prdc_with_the_checkpoint() {
         ],
         &env,
     ));
-    assert_eq!(v["arch"], "fmnist-cnn-v1");
+    assert_eq!(v["arch"], "fmnist-cnn-v2");
+    assert_eq!(v["lr_schedule"], "cosine");
     assert_eq!(
         (v["train_examples"].as_u64(), v["test_examples"].as_u64()),
         (Some(120), Some(60))

@@ -21,6 +21,28 @@ pub(crate) fn f32_var_builder(
             path.display()
         ))
     })?;
+    checked_f32(tensors, &path.display().to_string(), device, what)
+}
+
+/// Like [`f32_var_builder`], from the bytes of a safetensors file; `name` labels the errors.
+pub(crate) fn f32_var_builder_from_bytes(
+    bytes: &[u8],
+    name: &str,
+    device: &Device,
+    what: &str,
+) -> Result<VarBuilder<'static>, AccelError> {
+    let tensors = candle_core::safetensors::load_buffer(bytes, device)
+        .map_err(|e| AccelError::Shape(format!("{name}: cannot read {what} (safetensors): {e}")))?;
+    checked_f32(tensors, name, device, what)
+}
+
+/// Converts to f32 and refuses non-finite values.
+fn checked_f32(
+    tensors: HashMap<String, Tensor>,
+    name: &str,
+    device: &Device,
+    what: &str,
+) -> Result<VarBuilder<'static>, AccelError> {
     let tensors: HashMap<String, Tensor> = tensors
         .into_iter()
         .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
@@ -28,8 +50,8 @@ pub(crate) fn f32_var_builder(
     // A NaN or infinite weight poisons every output (a ReLU even hides it as 0): refuse the file.
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
-    for name in names {
-        let t = &tensors[name];
+    for tn in names {
+        let t = &tensors[tn];
         let finite = t
             .flatten_all()?
             .to_vec1::<f32>()?
@@ -37,8 +59,7 @@ pub(crate) fn f32_var_builder(
             .all(|v| v.is_finite());
         if !finite {
             return Err(AccelError::Shape(format!(
-                "{}: {what}: tensor {name:?} contains a non-finite value (NaN or infinity)",
-                path.display()
+                "{name}: {what}: tensor {tn:?} contains a non-finite value (NaN or infinity)"
             )));
         }
     }

@@ -99,12 +99,25 @@ impl NoiseLevel {
     }
 }
 
-/// Which output of the denoiser to return.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which output of the denoiser to return. With the `clap` feature it is also the `--predict` value of
+/// `msd denoise` (serialised as `eps`/`x0` in its JSON report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
 pub enum Prediction {
     /// ε*(x) = (x − α·x̂₀)/σ.
+    #[cfg_attr(
+        feature = "clap",
+        value(
+            help = "eps*(x) = (x - alpha * x0_hat(x)) / sigma, the paper's optimal noise prediction"
+        )
+    )]
     Eps,
     /// The posterior mean x̂₀(x).
+    #[cfg_attr(
+        feature = "clap",
+        value(help = "The posterior mean x0_hat(x) = E[x0 | x]")
+    )]
     X0,
 }
 

@@ -42,30 +42,6 @@ pub enum AlgorithmArg {
     Two,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SpaceArg {
-    /// The paper: compare eps* predictions.
-    Eps,
-    /// The authors' Algorithm-2 code: compare posterior means x0_hat.
-    X0,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CompareArg {
-    /// The paper: |difference| <= eta.
-    Le,
-    /// The authors' code: |difference| < eta.
-    Lt,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ObjectiveArg {
-    /// Paper eq. (20): minimise the within-segment functional distance, sum_k of the integral of (1 - S).
-    Paper,
-    /// The authors' Gurobi model: maximise sum_k of the mean within-segment similarity.
-    Authors,
-}
-
 /// Arguments of `msd cluster`.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
@@ -115,14 +91,14 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = 10_000, value_parser = super::args::draws_count, allow_negative_numbers = true)]
     pub tau_grid: usize,
     /// Space of the functional distance.
-    #[arg(long, value_enum, default_value_t = SpaceArg::Eps)]
-    pub space: SpaceArg,
+    #[arg(long, value_enum, default_value_t = Space::Eps)]
+    pub space: Space,
     /// Comparison with eta.
-    #[arg(long, value_enum, default_value_t = CompareArg::Le)]
-    pub compare: CompareArg,
+    #[arg(long, value_enum, default_value_t = Comparison::Le)]
+    pub compare: Comparison,
     /// Algorithm 2 objective.
-    #[arg(long, value_enum, default_value_t = ObjectiveArg::Paper)]
-    pub objective: ObjectiveArg,
+    #[arg(long, value_enum, default_value_t = Objective::Paper)]
+    pub objective: Objective,
     /// timestep/snr baselines: number of grid points t = j/G (the authors' 1000; 2 to 5000).
     #[arg(long, default_value_t = 1000, value_parser = super::args::grid_count, allow_negative_numbers = true)]
     pub baseline_grid: usize,
@@ -375,14 +351,8 @@ fn run_optimal(args: &ClusterArgs, axis: &dyn Schedule) -> anyhow::Result<Optima
     };
     let criterion = Criterion {
         eta: args.eta,
-        space: match args.space {
-            SpaceArg::Eps => Space::Eps,
-            SpaceArg::X0 => Space::X0,
-        },
-        comparison: match args.compare {
-            CompareArg::Le => Comparison::Le,
-            CompareArg::Lt => Comparison::Lt,
-        },
+        space: args.space,
+        comparison: args.compare,
     };
     // Check the grid before the (long) data load.
     let grid = if algorithm == 2 {
@@ -508,18 +478,14 @@ fn finish_alg2(
     grid: Vec<f64>,
     run: Option<DataRun>,
 ) -> anyhow::Result<(Vec<f64>, Outcome)> {
-    let objective = match args.objective {
-        ObjectiveArg::Paper => Objective::Paper,
-        ObjectiveArg::Authors => Objective::Authors,
-    };
-    let res = optimal::segment_similarity(sim.view(), &grid, args.stages, objective)?;
+    let res = optimal::segment_similarity(sim.view(), &grid, args.stages, args.objective)?;
     if let Some(p) = &args.plot {
         super::cluster_plot::plot_alg2(p, &sim, &grid, &res.boundaries)?;
     }
     let outcome = Outcome::Algorithm2 {
         algorithm: 2,
         run,
-        objective,
+        objective: args.objective,
         objective_value: res.objective,
         grid,
         similarity: sim.rows().into_iter().map(|row| row.to_vec()).collect(),

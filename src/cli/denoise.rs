@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::Serialize;
 
 // Re-exported where they used to live, for callers that name them here.
@@ -13,15 +13,6 @@ pub(crate) use super::args::{Backend, DeviceArg};
 use crate::accel;
 use crate::reference::{NoiseLevel, OptimalDenoiser, Prediction};
 use crate::{bridge, npy};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Predict {
-    /// eps*(x) = (x - alpha * x0_hat(x)) / sigma, the paper's optimal noise prediction.
-    Eps,
-    /// The posterior mean x0_hat(x) = E[x0 | x].
-    X0,
-}
 
 /// Arguments of `msd denoise`.
 #[derive(Debug, Clone, Args)]
@@ -52,8 +43,8 @@ pub struct DenoiseArgs {
     #[command(flatten)]
     pub params: ScheduleParams,
     /// What to output.
-    #[arg(long, value_enum, default_value_t = Predict::Eps)]
-    pub predict: Predict,
+    #[arg(long, value_enum, default_value_t = Prediction::Eps)]
+    pub predict: Prediction,
     /// Where to write the B x d float64 result. Written through a temporary file; an existing symlink, FIFO or device here is refused, not replaced.
     #[arg(long, value_name = "OUT.npy")]
     pub out: PathBuf,
@@ -75,7 +66,7 @@ struct Summary {
     b: usize,
     alpha: f64,
     sigma: f64,
-    predict: Predict,
+    predict: Prediction,
     backend: Backend,
     seconds: f64,
     out: PathBuf,
@@ -107,10 +98,7 @@ fn noise_level(args: &DenoiseArgs) -> anyhow::Result<NoiseLevel> {
 pub fn run(args: &DenoiseArgs) -> anyhow::Result<()> {
     crate::output::check(&args.out).context("--out")?;
     let level = noise_level(args)?;
-    let predict = match args.predict {
-        Predict::Eps => Prediction::Eps,
-        Predict::X0 => Prediction::X0,
-    };
+    let predict = args.predict;
     if predict == Prediction::Eps && level.sigma == 0.0 {
         bail!("--predict eps at sigma = 0 (--t 0 or --sigma 0): eps* is undefined there; use --predict x0 (the nearest point)");
     }

@@ -21,8 +21,9 @@ A SPEC is one of:
   DIR                         a folder of PNG/JPEG images
   fashion-mnist[:train|:test], cifar10:DIR[:train|:test], images:DIR, npy:FILE   (msd's dataset specs)
 Images need --features: inception:WEIGHTS.safetensors (FID Inception-v3, 2048-d pool3; images are resized
-to 299 x 299 bilinearly and grey is repeated to RGB, as pytorch-fid does; see README for the weights) or
-fmnist:CKPT.safetensors (the 128-d features of `msd train-features`, for 28 x 28 grey images).";
+to 299 x 299 bilinearly and grey is repeated to RGB, as pytorch-fid does; see README for the weights),
+fmnist:CKPT.safetensors (the 128-d features of `msd train-features`, for 28 x 28 grey images) or fmnist
+(the same with the checkpoint built into msd; docs/evaluation.md).";
 
 pub(crate) fn load_extractor(
     spec: &Option<FeatureSpec>,
@@ -43,7 +44,7 @@ pub struct FidArgs {
     /// The second set (e.g. generated samples).
     #[arg(long, value_name = "SPEC")]
     pub b: String,
-    /// Feature extractor for image SPECs: inception:WEIGHTS.safetensors or fmnist:CKPT.safetensors.
+    /// Feature extractor for image SPECs: inception:WEIGHTS.safetensors, fmnist or fmnist:CKPT.safetensors (built in).
     #[arg(long, value_name = "EXTRACTOR")]
     pub features: Option<FeatureSpec>,
     /// Where the extractor runs.
@@ -127,7 +128,7 @@ pub struct FidStatsArgs {
     /// Output statistics file (.npz with float64 `mu` and `sigma`, readable by pytorch-fid and clean-fid). Written through a temporary file; an existing symlink, FIFO or device here is refused, not replaced.
     #[arg(long, value_name = "STATS.npz")]
     pub out: PathBuf,
-    /// Feature extractor for image SPECs: inception:WEIGHTS.safetensors or fmnist:CKPT.safetensors.
+    /// Feature extractor for image SPECs: inception:WEIGHTS.safetensors, fmnist or fmnist:CKPT.safetensors (built in).
     #[arg(long, value_name = "EXTRACTOR")]
     pub features: Option<FeatureSpec>,
     /// Where the extractor runs.

@@ -34,24 +34,6 @@ pub enum SolverKind {
     EulerMaruyama,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MethodArg {
-    Singlestep,
-    SinglestepFixed,
-    Multistep,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SkipArg {
-    /// Uniform in lambda = log(alpha/sigma).
-    #[value(name = "logsnr", alias = "logSNR")]
-    LogSnr,
-    #[value(alias = "time_uniform")]
-    TimeUniform,
-    #[value(alias = "time_quadratic")]
-    TimeQuadratic,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SamplerSchedule {
@@ -77,11 +59,11 @@ pub struct PlanArgs {
     pub order: Option<usize>,
     /// DPM-Solver method. Default: singlestep for dpm-solver, multistep for dpm-solver++.
     #[arg(long, value_enum)]
-    pub method: Option<MethodArg>,
+    pub method: Option<Method>,
     /// Time spacing of the grid. Default: logsnr for dpm-solver(++), time-uniform for ddim, ancestral,
     /// euler-maruyama.
     #[arg(long, value_enum)]
-    pub skip: Option<SkipArg>,
+    pub skip: Option<Skip>,
     /// DPM-Solver: number of function evaluations (DPM-Solver's `steps`; same as --steps; 1 to 100000).
     /// Default 20.
     #[arg(long, value_parser = super::args::steps_count, allow_negative_numbers = true)]
@@ -155,14 +137,6 @@ pub struct Built {
     pub partition: Option<Partition>,
     /// The LDM schedule's network step per evaluation.
     pub model_steps: Option<Vec<f64>>,
-}
-
-fn skip(s: SkipArg) -> Skip {
-    match s {
-        SkipArg::LogSnr => Skip::LogSnr,
-        SkipArg::TimeUniform => Skip::TimeUniform,
-        SkipArg::TimeQuadratic => Skip::TimeQuadratic,
-    }
 }
 
 impl PlanArgs {
@@ -256,16 +230,14 @@ impl PlanArgs {
                         } else {
                             Algorithm::DpmSolver
                         },
-                        method: match self.method {
-                            Some(MethodArg::Singlestep) => Method::Singlestep,
-                            Some(MethodArg::SinglestepFixed) => Method::SinglestepFixed,
-                            Some(MethodArg::Multistep) => Method::Multistep,
-                            None if pp => Method::Multistep,
-                            None => Method::Singlestep,
-                        },
+                        method: self.method.unwrap_or(if pp {
+                            Method::Multistep
+                        } else {
+                            Method::Singlestep
+                        }),
                         order: self.order.unwrap_or(if pp { 2 } else { 3 }),
                         steps: self.steps_or(20)?,
-                        skip: skip(self.skip.unwrap_or(SkipArg::LogSnr)),
+                        skip: self.skip.unwrap_or(Skip::LogSnr),
                         t_start: self.t_start,
                         t_end,
                         lower_order_final: self.lower_order_final,
@@ -282,7 +254,7 @@ impl PlanArgs {
                     }
                     let cfg = VpGridConfig {
                         steps: self.steps.unwrap_or(100),
-                        skip: skip(self.skip.unwrap_or(SkipArg::TimeUniform)),
+                        skip: self.skip.unwrap_or(Skip::TimeUniform),
                         t_start: self.t_start,
                         t_end,
                         denoise: self.denoise,

@@ -22,7 +22,7 @@ pub struct PrdcArgs {
     /// Neighbourhood size: each sample's ball reaches its k-th nearest neighbour (the paper uses 3; 1 to 10000).
     #[arg(long, default_value_t = 3, value_parser = super::args::k_count, allow_negative_numbers = true)]
     pub k: usize,
-    /// Feature extractor for image SPECs: inception:WEIGHTS.safetensors or fmnist:CKPT.safetensors.
+    /// Feature extractor for image SPECs: inception:WEIGHTS.safetensors, fmnist or fmnist:CKPT.safetensors (built in).
     #[arg(long, value_name = "EXTRACTOR")]
     pub features: Option<FeatureSpec>,
     /// Where the extractor runs.

@@ -13,7 +13,7 @@ use rand_distr::StandardNormal;
 use serde::Serialize;
 
 use super::args::{open_device, DeviceArg};
-use crate::accel::fmnist_features::{self, FmnistNet, TrainConfig, SIDE};
+use crate::accel::fmnist_features::{self, FmnistNet, LrSchedule, TrainConfig, SIDE};
 use crate::data::{self, DataSpec, Dataset, LoadOptions, Split};
 use crate::eval::{self, sidecar_path, Extractor};
 use crate::reference::frechet::frechet_distance;
@@ -21,7 +21,7 @@ use crate::reference::frechet::frechet_distance;
 /// Arguments of `msd train-features`.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
-Example (the checkpoint notes/evaluation.md reports; a few minutes on 2 CPU cores):
+Example (the defaults made the checkpoint built into msd, `--features fmnist`; see docs/evaluation.md):
   msd train-features --out fmnist-features.safetensors
 Then: msd fid --a fashion-mnist:test --b SAMPLES.npy --features fmnist:fmnist-features.safetensors
 
@@ -35,13 +35,16 @@ pub struct TrainFeaturesArgs {
     /// Checkpoint to write (safetensors); the sidecar goes to the same path with extension .json. Written through a temporary file; an existing symlink, FIFO or device here is refused, not replaced.
     #[arg(long, value_name = "CKPT.safetensors")]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 2, value_parser = super::args::epochs_count, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = TrainConfig::default().epochs, value_parser = super::args::epochs_count, allow_negative_numbers = true)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 64, value_parser = super::args::batch_count, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = TrainConfig::default().batch_size, value_parser = super::args::batch_count, allow_negative_numbers = true)]
     pub batch_size: usize,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    /// Adam learning rate (the base rate of --lr-schedule).
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
     pub lr: f64,
+    /// How the learning rate changes over the run.
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().lr_schedule)]
+    pub lr_schedule: LrSchedule,
     /// Seeds the initialisation, the shuffles and the sanity check's noise.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
@@ -85,6 +88,7 @@ struct Sidecar {
     epochs: usize,
     batch_size: usize,
     lr: f64,
+    lr_schedule: LrSchedule,
     seed: u64,
     train_examples: usize,
     test_examples: usize,
@@ -223,6 +227,7 @@ pub fn run(args: &TrainFeaturesArgs) -> anyhow::Result<()> {
         epochs: args.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
+        lr_schedule: args.lr_schedule,
         seed: args.seed,
     };
     let steps = train.len().div_ceil(args.batch_size.max(1)) * args.epochs;
@@ -269,6 +274,7 @@ pub fn run(args: &TrainFeaturesArgs) -> anyhow::Result<()> {
         epochs: args.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
+        lr_schedule: args.lr_schedule,
         seed: args.seed,
         train_examples: train.len(),
         test_examples: test.len(),

@@ -29,11 +29,16 @@ pub enum Algorithm {
     DpmSolverPlusPlus,
 }
 
+/// DPM-Solver's `method`. With the `clap` feature it is also the `--method` value of `msd plan`/`msd sample`
+/// (spellings `singlestep`, `singlestep-fixed`, `multistep`, listed without help text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Method {
     /// The reference's `singlestep`: a mix of orders so that the NFE is used exactly (order 3 = "fast").
+    #[cfg_attr(feature = "clap", value(help = None))]
     Singlestep,
     /// The reference's `singlestep_fixed`: ⌊NFE/order⌋ steps all of one order.
+    #[cfg_attr(feature = "clap", value(help = None))]
     SinglestepFixed,
     Multistep,
 }

@@ -54,14 +54,27 @@ pub(crate) fn config_err<T>(msg: impl Into<String>) -> Result<T, SolverError> {
     Err(SolverError::Config(msg.into()))
 }
 
-/// How the outer time grid is spaced (DPM-Solver's `skip_type`).
+/// How the outer time grid is spaced (DPM-Solver's `skip_type`). With the `clap` feature it is also the
+/// `--skip` value of `msd plan`/`msd sample` (`logsnr`, `time-uniform`, `time-quadratic`, and the
+/// reference's spellings as aliases); the command-line help is the ASCII text in the `value` attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Skip {
     /// Uniform in the half-log-SNR λ (`logSNR`).
+    #[cfg_attr(
+        feature = "clap",
+        value(
+            name = "logsnr",
+            alias = "logSNR",
+            help = "Uniform in lambda = log(alpha/sigma)"
+        )
+    )]
     LogSnr,
     /// Uniform in t (`time_uniform`).
+    #[cfg_attr(feature = "clap", value(alias = "time_uniform", help = None))]
     TimeUniform,
     /// Uniform in √t, then squared (`time_quadratic`).
+    #[cfg_attr(feature = "clap", value(alias = "time_quadratic", help = None))]
     TimeQuadratic,
 }
 

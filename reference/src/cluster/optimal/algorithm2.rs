@@ -138,15 +138,28 @@ pub fn similarity_matrix<S: Schedule + ?Sized>(
     Ok(sim)
 }
 
-/// Algorithm 2's objective.
+/// Algorithm 2's objective. With the `clap` feature it is also the `--objective` value of `msd cluster`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Objective {
     /// Paper eq. (20): minimise Σ_k ∫∫_{segment k}² (1 − S) dt_a dt_b, the within-segment functional *distance*
     /// (D counts agreeing pixels, so 1 − S is the distance; minimising S itself would pick the least similar
     /// segments). The integral is the quadrature Σ_{i,j ∈ seg} w_i w_j (1 − S_ij), w = each node's cell width.
+    #[cfg_attr(
+        feature = "clap",
+        value(
+            help = "Paper eq. (20): minimise the within-segment functional distance, sum_k of the integral of (1 - S)"
+        )
+    )]
     Paper,
     /// The authors' Gurobi model (docs/paper-notes.md §1.4): maximise Σ_k mean_{i,j ∈ seg k} S_ij (diagonal included).
+    #[cfg_attr(
+        feature = "clap",
+        value(
+            help = "The authors' Gurobi model: maximise sum_k of the mean within-segment similarity"
+        )
+    )]
     Authors,
 }
 

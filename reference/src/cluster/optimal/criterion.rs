@@ -3,22 +3,38 @@
 use super::ClusterError;
 
 /// Where functional distances are measured.
+///
+/// With the `clap` feature it is also the `--space` value of `msd cluster` (help in ASCII in the attributes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Space {
     /// The paper: ε*-prediction space.
+    #[cfg_attr(feature = "clap", value(help = "The paper: compare eps* predictions"))]
     Eps,
     /// The authors' code for Algorithm 2: x₀ (posterior-mean) space.
+    #[cfg_attr(
+        feature = "clap",
+        value(help = "The authors' Algorithm-2 code: compare posterior means x0_hat")
+    )]
     X0,
 }
 
 /// How |difference| is compared with η.
+///
+/// With the `clap` feature it is also the `--compare` value of `msd cluster`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Comparison {
     /// The paper: |·| ≤ η.
+    #[cfg_attr(feature = "clap", value(help = "The paper: |difference| <= eta"))]
     Le,
     /// The authors' code: |·| < η.
+    #[cfg_attr(
+        feature = "clap",
+        value(help = "The authors' code: |difference| < eta")
+    )]
     Lt,
 }
 
