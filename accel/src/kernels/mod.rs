@@ -25,15 +25,16 @@ mod blas;
 pub mod conv;
 pub mod fir;
 pub mod group_norm;
+mod scratch;
 
 use std::cell::Cell;
 use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
 
-pub use conv::conv2d;
+pub use conv::{conv2d, conv2d_bias};
 pub use fir::{fir_blur_pad2, fir_down, fir_up};
-pub use group_norm::group_norm;
+pub use group_norm::{group_norm, group_norm_silu};
 
 thread_local! {
     static OVERRIDE: Cell<Option<bool>> = const { Cell::new(None) };
@@ -75,7 +76,7 @@ fn applies(ts: &[&Tensor]) -> bool {
 }
 
 /// A float type the kernels compute in.
-pub(crate) trait Real: WithDType + blas::Gemm {}
+pub(crate) trait Real: WithDType + blas::Gemm + scratch::Pooled {}
 impl Real for f32 {}
 impl Real for f64 {}
 
