@@ -646,7 +646,17 @@ mod tests {
             33,
         );
         // Same bound as the proptest: the weight gradient sums b·h·w = 16384 products.
-        assert_close_all(&got, &want, 4.0 * (b * h * h) as f64 * f32::EPSILON as f64);
+        let tol = 4.0 * (b * h * h) as f64 * f32::EPSILON as f64;
+        assert_close_all(&got, &want, tol);
+        // With the bias: its gradient accumulates over the chunks too.
+        let bs = rand_tensor(&[co], 34, DType::F32, &dev);
+        let (got, want) = compare_grads(
+            &[&x, &wt, &bs],
+            |t| conv2d_bias(&t[0], &t[1], &t[2], 1, 1),
+            |t| plain_bias(&t[0], &t[1], &t[2], 1, 1),
+            35,
+        );
+        assert_close_all(&got, &want, tol);
     }
 
     #[test]
