@@ -7,7 +7,9 @@
 //!
 //! - [`conv2d`]: convolution (any kernel size, stride, padding; one group) forward and both gradients as
 //!   im2col/col2im around one large OpenBLAS GEMM per chunk of the batch;
-//! - [`group_norm`]: GroupNorm forward and backward fused into one pass each (statistics in f64);
+//! - [`conv2d_bias`]: the same with the bias added in the output pass (its gradient from the weight pass);
+//! - [`group_norm`]: GroupNorm forward and backward fused into one pass each (statistics in f64), and
+//!   [`group_norm_silu`], the same followed by SiLU;
 //! - [`fir_down`]/[`fir_up`]/[`fir_blur_pad2`]: the separable `[1,3,3,1]` FIR resampling, each op's
 //!   gradient being its adjoint (the same op with the transpose flag flipped).
 //!
