@@ -8,9 +8,10 @@
 //! batch is processed in chunks so that `cols` stays bounded in memory (and in cache-friendly sizes).
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::scratch::Scratch;
 use super::{applies, same_dtype, slice, Real};
 
 /// Most elements of one chunk's columns matrix (32 MB in f32).
@@ -172,29 +173,34 @@ impl Geom {
         });
     }
 
-    /// The inverse of [`Self::gather`]: writes `y2` into batch elements `b0..b0+n` of `y`.
-    fn scatter<T: Real>(&self, y2: &[T], b0: usize, n: usize, y: &mut [T]) {
+    /// The inverse of [`Self::gather`]: writes `y2` (plus the channel's bias, if any) into batch elements
+    /// `b0..b0+n` of `y`.
+    fn scatter<T: Real>(&self, y2: &[T], b0: usize, n: usize, bias: Option<&[T]>, y: &mut [T]) {
         let hwo = self.hwo();
         y[b0 * self.co * hwo..][..n * self.co * hwo]
             .par_chunks_mut(hwo)
             .enumerate()
             .for_each(|(idx, o)| {
                 let (bi, c) = (idx / self.co, idx % self.co);
-                o.copy_from_slice(&y2[c * n * hwo + bi * hwo..][..hwo]);
+                let src = &y2[c * n * hwo + bi * hwo..][..hwo];
+                match bias {
+                    Some(b) => o.iter_mut().zip(src).for_each(|(o, v)| *o = *v + b[c]),
+                    None => o.copy_from_slice(src),
+                }
             });
     }
 
-    fn forward<T: Real>(&self, x: &[T], w: &[T]) -> Result<Vec<T>> {
+    fn forward<T: Real>(&self, x: &[T], w: &[T], bias: Option<&[T]>) -> Result<Vec<T>> {
         let (k, hwo, nb) = (self.k(), self.hwo(), self.chunk());
         let mut y = vec![T::zero(); self.b * self.co * hwo];
-        let mut cols = vec![T::zero(); k * nb * hwo];
-        let mut y2 = vec![T::zero(); self.co * nb * hwo];
+        let mut cols = Scratch::<T>::new(k * nb * hwo);
+        let mut y2 = Scratch::<T>::new(self.co * nb * hwo);
         for b0 in (0..self.b).step_by(nb) {
             let n = nb.min(self.b - b0);
             let (cols, y2) = (&mut cols[..k * n * hwo], &mut y2[..self.co * n * hwo]);
             self.im2col(x, b0, n, cols);
             T::gemm(false, false, self.co, n * hwo, k, w, cols, T::zero(), y2)?;
-            self.scatter(y2, b0, n, &mut y);
+            self.scatter(y2, b0, n, bias, &mut y);
         }
         Ok(y)
     }
@@ -203,8 +209,8 @@ impl Geom {
         let (k, hwo, nb) = (self.k(), self.hwo(), self.chunk());
         let plane = self.ci * self.h * self.w;
         let mut dx = vec![T::zero(); self.b * plane];
-        let mut cols = vec![T::zero(); k * nb * hwo];
-        let mut dy2 = vec![T::zero(); self.co * nb * hwo];
+        let mut cols = Scratch::<T>::new(k * nb * hwo);
+        let mut dy2 = Scratch::<T>::new(self.co * nb * hwo);
         for b0 in (0..self.b).step_by(nb) {
             let n = nb.min(self.b - b0);
             let (cols, dy2) = (&mut cols[..k * n * hwo], &mut dy2[..self.co * n * hwo]);
@@ -215,20 +221,32 @@ impl Geom {
         Ok(dx)
     }
 
-    fn grad_weight<T: Real>(&self, x: &[T], dy: &[T]) -> Result<Vec<T>> {
+    /// `dW` (`co·K` values), followed by the bias gradient `Σ dy` per output channel when `bias`.
+    fn grad_weight<T: Real>(&self, x: &[T], dy: &[T], bias: bool) -> Result<Vec<T>> {
         let (k, hwo, nb) = (self.k(), self.hwo(), self.chunk());
-        let mut dw = vec![T::zero(); self.co * k];
-        let mut cols = vec![T::zero(); k * nb * hwo];
-        let mut dy2 = vec![T::zero(); self.co * nb * hwo];
+        let mut out = vec![T::zero(); self.co * k + if bias { self.co } else { 0 }];
+        let (dw, db) = out.split_at_mut(self.co * k);
+        let mut cols = Scratch::<T>::new(k * nb * hwo);
+        let mut dy2 = Scratch::<T>::new(self.co * nb * hwo);
         for b0 in (0..self.b).step_by(nb) {
             let n = nb.min(self.b - b0);
             let (cols, dy2) = (&mut cols[..k * n * hwo], &mut dy2[..self.co * n * hwo]);
             self.im2col(x, b0, n, cols);
             self.gather(dy, b0, n, dy2);
             let beta = if b0 == 0 { T::zero() } else { T::one() };
-            T::gemm(false, true, self.co, k, n * hwo, dy2, cols, beta, &mut dw)?;
+            T::gemm(false, true, self.co, k, n * hwo, dy2, cols, beta, dw)?;
+            if bias {
+                // Row sums of this chunk's dy (in f64, like candle's sum would in f32 but without its
+                // growth of round-off with the length).
+                db.par_iter_mut()
+                    .zip(dy2.par_chunks(n * hwo))
+                    .for_each(|(d, row)| {
+                        let sum = row.iter().map(|v| v.to_f64()).sum::<f64>();
+                        *d = T::from_f64(d.to_f64() + sum);
+                    });
+            }
         }
-        Ok(dw)
+        Ok(out)
     }
 }
 
@@ -277,12 +295,19 @@ struct Conv2dGradInput {
     w: usize,
 }
 
-/// `dW` from `(x, dy)`.
+/// `conv2d(x, w) + b` (bias per output channel, added in the same pass).
+struct Conv2dBias {
+    stride: usize,
+    pad: usize,
+}
+
+/// `dW` from `(x, dy)`; with `bias`, `[dW, db]` flattened into one vector.
 struct Conv2dGradWeight {
     stride: usize,
     pad: usize,
     kh: usize,
     kw: usize,
+    bias: bool,
 }
 
 fn check_out(g: &Geom, dy: (usize, usize, usize, usize), name: &str) -> Result<()> {
@@ -313,7 +338,7 @@ impl CustomOp2 for Conv2d {
             self.stride,
             self.pad,
         )?;
-        let out = by_dtype!(s1, l1, s2, l2, self.name(), |x, w| g.forward(x, w)?);
+        let out = by_dtype!(s1, l1, s2, l2, self.name(), |x, w| g.forward(x, w, None)?);
         Ok((out, Shape::from((g.b, g.co, g.ho, g.wo))))
     }
 
@@ -324,28 +349,106 @@ impl CustomOp2 for Conv2d {
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (_, _, h, wd) = x.dims4()?;
-        let (_, _, kh, kw) = w.dims4()?;
-        let dy = dy.contiguous()?;
-        let dx = dy.apply_op2_no_bwd(
-            w,
-            &Conv2dGradInput {
-                stride: self.stride,
-                pad: self.pad,
-                h,
-                w: wd,
-            },
-        )?;
-        let dw = x.apply_op2_no_bwd(
-            &dy,
-            &Conv2dGradWeight {
-                stride: self.stride,
-                pad: self.pad,
-                kh,
-                kw,
-            },
-        )?;
+        let (dx, dw, _) = conv_grads(x, w, dy, self.stride, self.pad, false)?;
         Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// `(dx, dW, db)` of a convolution (`db` only when `bias`).
+fn conv_grads(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    stride: usize,
+    pad: usize,
+    bias: bool,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let (_, _, h, wd) = x.dims4()?;
+    let (co, _, kh, kw) = w.dims4()?;
+    let dy = dy.contiguous()?;
+    let dx = dy.apply_op2_no_bwd(
+        w,
+        &Conv2dGradInput {
+            stride,
+            pad,
+            h,
+            w: wd,
+        },
+    )?;
+    let op = Conv2dGradWeight {
+        stride,
+        pad,
+        kh,
+        kw,
+        bias,
+    };
+    let all = x.apply_op2_no_bwd(&dy, &op)?;
+    if !bias {
+        return Ok((dx, all, None));
+    }
+    let nw = w.elem_count();
+    let dw = all.narrow(0, 0, nw)?.reshape(w.shape())?;
+    Ok((dx, dw, Some(all.narrow(0, nw, co)?)))
+}
+
+impl CustomOp3 for Conv2dBias {
+    fn name(&self) -> &'static str {
+        "msd-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(
+            dims4(l1, self.name())?,
+            dims4(l2, self.name())?,
+            self.stride,
+            self.pad,
+        )?;
+        if l3.shape().dims() != [g.co] {
+            candle_core::bail!(
+                "{}: bias has shape {:?}, expected [{}] (one per output channel)",
+                self.name(),
+                l3.shape().dims(),
+                g.co
+            );
+        }
+        let name = self.name();
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let (x, w) = (slice::<f32>(s1, l1, name)?, slice::<f32>(s2, l2, name)?);
+                CpuStorage::F32(g.forward(x, w, Some(slice::<f32>(s3, l3, name)?))?)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let (x, w) = (slice::<f64>(s1, l1, name)?, slice::<f64>(s2, l2, name)?);
+                CpuStorage::F64(g.forward(x, w, Some(slice::<f64>(s3, l3, name)?))?)
+            }
+            (a, b, c) => candle_core::bail!(
+                "{name}: unsupported dtypes {:?}, {:?}, {:?} (f32 or f64, all the same)",
+                a.dtype(),
+                b.dtype(),
+                c.dtype()
+            ),
+        };
+        Ok((out, Shape::from((g.b, g.co, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = conv_grads(x, w, dy, self.stride, self.pad, true)?;
+        Ok((Some(dx), Some(dw), db))
     }
 }
 
@@ -386,8 +489,14 @@ impl CustomOp2 for Conv2dGradWeight {
         let dy = dims4(l2, self.name())?;
         let g = Geom::new(x, (dy.1, x.1, self.kh, self.kw), self.stride, self.pad)?;
         check_out(&g, dy, self.name())?;
-        let out = by_dtype!(s1, l1, s2, l2, self.name(), |x, dy| g.grad_weight(x, dy)?);
-        Ok((out, Shape::from((g.co, g.ci, g.kh, g.kw))))
+        let out = by_dtype!(s1, l1, s2, l2, self.name(), |x, dy| g
+            .grad_weight(x, dy, self.bias)?);
+        let shape = if self.bias {
+            Shape::from(g.co * g.k() + g.co)
+        } else {
+            Shape::from((g.co, g.ci, g.kh, g.kw))
+        };
+        Ok((out, shape))
     }
 }
 
@@ -401,6 +510,39 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tenso
     Geom::new(x.dims4()?, w.dims4()?, stride, pad)?;
     x.contiguous()?
         .apply_op2(&w.contiguous()?, Conv2d { stride, pad })
+}
+
+/// `conv2d(x, w, stride, pad) + b` with `b` (`[Cout]`) broadcast over batch and positions: the bias is added
+/// by the kernel's own output pass, and its gradient comes with the weight gradient (no separate
+/// broadcast-add and sum). Falls back to candle's ops like [`conv2d`].
+pub fn conv2d_bias(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
+    if !applies(&[x, w, b]) {
+        let co = b.elem_count();
+        return x
+            .conv2d(w, pad, stride, 1, 1)?
+            .broadcast_add(&b.reshape((1, co, 1, 1))?);
+    }
+    same_dtype("conv2d", x, w)?;
+    same_dtype("conv2d", x, b)?;
+    let g = Geom::new(x.dims4()?, w.dims4()?, stride, pad)?;
+    if b.dims() != [g.co] {
+        candle_core::bail!(
+            "conv2d: bias has shape {:?}, expected [{}] (one per output channel)",
+            b.dims(),
+            g.co
+        );
+    }
+    x.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &b.contiguous()?,
+        Conv2dBias { stride, pad },
+    )
 }
 
 #[cfg(test)]
@@ -442,6 +584,51 @@ mod tests {
         }
     }
 
+    fn plain_bias(x: &Tensor, w: &Tensor, b: &Tensor, s: usize, p: usize) -> Result<Tensor> {
+        let co = b.elem_count();
+        plain(x, w, s, p)?.broadcast_add(&b.reshape((1, co, 1, 1))?)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        /// The convolution with its bias fused, against candle's conv2d + broadcast add: output and the three
+        /// gradients (the bias gradient is the kernel's own sum of dy).
+        #[test]
+        fn bias_matches_candle(
+            b in 1usize..4, ci in 1usize..6, co in 1usize..6, h in 1usize..9, w in 1usize..9,
+            kh in 1usize..4, stride in 1usize..3, pad in 0usize..2, seed in 0u64..1000,
+        ) {
+            prop_assume!(h + 2 * pad >= kh && w + 2 * pad >= kh);
+            prop_assume!((h + 2 * pad - kh) % stride == 0 && (w + 2 * pad - kh) % stride == 0);
+            let dev = Device::Cpu;
+            let x = rand_tensor(&[b, ci, h, w], seed, DType::F32, &dev);
+            let wt = rand_tensor(&[co, ci, kh, kh], seed + 1, DType::F32, &dev);
+            let bs = rand_tensor(&[co], seed + 2, DType::F32, &dev);
+            let (got, want) = compare_grads(&[&x, &wt, &bs], |t| conv2d_bias(&t[0], &t[1], &t[2], stride, pad), |t| plain_bias(&t[0], &t[1], &t[2], stride, pad), seed + 3);
+            // As in `matches_candle`, plus the bias: one more term per output, and its gradient a sum of
+            // b·Ho·Wo terms of |dy| ≤ 1 (candle sums in f32, the kernel in f64).
+            let terms = (ci * kh * kh + 1).max(co * kh * kh).max(b * (h + 4) * (w + 4)) as f64;
+            let tol = 4.0 * terms * f32::EPSILON as f64;
+            assert_close_all(&got, &want, tol);
+        }
+    }
+
+    #[test]
+    fn bias_gradients_match_finite_differences_f64() {
+        let dev = Device::Cpu;
+        for &(b, ci, co, h, w, k, s, p) in &[(2, 3, 2, 5, 6, 3, 1, 1), (1, 2, 3, 7, 5, 3, 2, 1)] {
+            let x = rand_tensor(&[b, ci, h, w], 17, DType::F64, &dev);
+            let wt = rand_tensor(&[co, ci, k, k], 18, DType::F64, &dev);
+            let bs = rand_tensor(&[co], 19, DType::F64, &dev);
+            check_finite_differences(
+                &[&x, &wt, &bs],
+                |t| conv2d_bias(&t[0], &t[1], &t[2], s, p),
+                20,
+            );
+        }
+    }
+
     /// A batch larger than one chunk of the columns matrix: the chunk loop, the scatter/gather offsets and
     /// the weight gradient's accumulation over chunks.
     #[test]
@@ -459,7 +646,17 @@ mod tests {
             33,
         );
         // Same bound as the proptest: the weight gradient sums b·h·w = 16384 products.
-        assert_close_all(&got, &want, 4.0 * (b * h * h) as f64 * f32::EPSILON as f64);
+        let tol = 4.0 * (b * h * h) as f64 * f32::EPSILON as f64;
+        assert_close_all(&got, &want, tol);
+        // With the bias: its gradient accumulates over the chunks too.
+        let bs = rand_tensor(&[co], 34, DType::F32, &dev);
+        let (got, want) = compare_grads(
+            &[&x, &wt, &bs],
+            |t| conv2d_bias(&t[0], &t[1], &t[2], 1, 1),
+            |t| plain_bias(&t[0], &t[1], &t[2], 1, 1),
+            35,
+        );
+        assert_close_all(&got, &want, tol);
     }
 
     #[test]
@@ -500,6 +697,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("stride"));
+        let w3 = Tensor::zeros((2, 3, 3, 3), DType::F32, &dev).unwrap();
+        let b3 = Tensor::zeros(3, DType::F32, &dev).unwrap();
+        assert!(conv2d_bias(&x, &w3, &b3, 1, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("expected [2]"));
         // Integer tensors fall back to candle's op, which reports its own error.
         let xi = x.to_dtype(DType::U32).unwrap();
         assert!(conv2d(&xi, &w, 1, 1).is_err());

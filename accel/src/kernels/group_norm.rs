@@ -52,7 +52,8 @@ impl Geom {
         (mean, 1.0 / (var + self.eps).sqrt())
     }
 
-    fn forward<T: Real>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
+    /// `y = γ·x̂ + β`, or `SiLU(γ·x̂ + β)` when `silu`.
+    fn forward<T: Real>(&self, x: &[T], gamma: &[T], beta: &[T], silu: bool) -> Vec<T> {
         let (m, cg) = (self.m(), self.c / self.groups);
         let mut y = vec![T::zero(); x.len()];
         y.par_chunks_mut(m)
@@ -64,16 +65,25 @@ impl Geom {
                 for (j, (y, x)) in y.chunks_mut(self.s).zip(x.chunks(self.s)).enumerate() {
                     let (gm, bt) = (gamma[c0 + j].to_f64(), beta[c0 + j].to_f64());
                     let (a, off) = (gm * r, bt - gm * r * mean);
-                    for (y, x) in y.iter_mut().zip(x) {
-                        *y = T::from_f64(a * x.to_f64() + off);
+                    if silu {
+                        for (y, x) in y.iter_mut().zip(x) {
+                            let z = a * x.to_f64() + off;
+                            *y = T::from_f64(z / (1.0 + (-z).exp()));
+                        }
+                    } else {
+                        for (y, x) in y.iter_mut().zip(x) {
+                            *y = T::from_f64(a * x.to_f64() + off);
+                        }
                     }
                 }
             });
         y
     }
 
-    /// `[dx (B·C·S), dγ (C), dβ (C)]` in one buffer.
-    fn backward<T: Real>(&self, x: &[T], gamma: &[T], dy: &[T]) -> Vec<T> {
+    /// `[dx (B·C·S), dγ (C), dβ (C)]` in one buffer; `affine` is `[γ, β]` (`β` is read only with `silu`,
+    /// whose derivative needs the pre-activation `z = γ·x̂ + β`: `SiLU'(z) = σ(z)·(1 + z·(1 − σ(z)))`).
+    fn backward<T: Real>(&self, x: &[T], affine: &[T], dy: &[T], silu: bool) -> Vec<T> {
+        let (gamma, beta) = affine.split_at(self.c);
         let (m, cg, s) = (self.m(), self.c / self.groups, self.s);
         let n = x.len();
         let mut out = vec![T::zero(); n + 2 * self.c];
@@ -88,13 +98,33 @@ impl Geom {
                 let (mean, r) = self.stats(x);
                 let c0 = (bg % self.groups) * cg;
                 let (mut su, mut sux) = (0.0, 0.0);
-                for (j, (x, dy)) in x.chunks(s).zip(dy.chunks(s)).enumerate() {
+                for (j, ((x, dy), dz)) in x
+                    .chunks(s)
+                    .zip(dy.chunks(s))
+                    .zip(dx.chunks_mut(s))
+                    .enumerate()
+                {
                     let gm = gamma[c0 + j].to_f64();
                     let (mut sdy, mut sdyx) = (0.0, 0.0);
-                    for (x, dy) in x.iter().zip(dy) {
-                        let (xh, d) = ((x.to_f64() - mean) * r, dy.to_f64());
-                        sdy += d;
-                        sdyx += d * xh;
+                    if silu {
+                        // The gradient at z, kept in dx (as the plain composition keeps it in a tensor)
+                        // for the second pass.
+                        let bt = beta[c0 + j].to_f64();
+                        for ((x, dy), dz) in x.iter().zip(dy).zip(dz.iter_mut()) {
+                            let xh = (x.to_f64() - mean) * r;
+                            let z = gm * xh + bt;
+                            let sg = 1.0 / (1.0 + (-z).exp());
+                            *dz = T::from_f64(dy.to_f64() * sg * (1.0 + z * (1.0 - sg)));
+                            let d = dz.to_f64();
+                            sdy += d;
+                            sdyx += d * xh;
+                        }
+                    } else {
+                        for (x, dy) in x.iter().zip(dy) {
+                            let (xh, d) = ((x.to_f64() - mean) * r, dy.to_f64());
+                            sdy += d;
+                            sdyx += d * xh;
+                        }
                     }
                     part[j] = (sdyx, sdy);
                     su += gm * sdy;
@@ -110,7 +140,8 @@ impl Geom {
                     let gm = gamma[c0 + j].to_f64();
                     for ((dx, x), dy) in dx.iter_mut().zip(x).zip(dy) {
                         let xh = (x.to_f64() - mean) * r;
-                        *dx = T::from_f64(r * (gm * dy.to_f64() - mu - xh * mux));
+                        let d = if silu { dx.to_f64() } else { dy.to_f64() };
+                        *dx = T::from_f64(r * (gm * d - mu - xh * mux));
                     }
                 }
             });
@@ -171,16 +202,18 @@ macro_rules! by_dtype3 {
     }};
 }
 
-/// `group_norm(x, γ, β)`.
+/// `group_norm(x, γ, β)`, followed by SiLU when `silu`.
 struct GroupNorm {
     groups: usize,
     eps: f64,
+    silu: bool,
 }
 
-/// `(x, γ, dy)` → `[dx, dγ, dβ]` flattened into one vector.
+/// `(x, [γ, β], dy)` → `[dx, dγ, dβ]` flattened into one vector.
 struct GroupNormGrad {
     groups: usize,
     eps: f64,
+    silu: bool,
 }
 
 impl CustomOp3 for GroupNorm {
@@ -200,7 +233,7 @@ impl CustomOp3 for GroupNorm {
         let g = Geom::new(l1.shape().dims(), self.groups, self.eps)?;
         check_affine(&g, l2, l3, self.name())?;
         let out = by_dtype3!(((s1, l1), (s2, l2), (s3, l3)), self.name(), |x, gm, bt| g
-            .forward(x, gm, bt));
+            .forward(x, gm, bt, self.silu));
         Ok((out, l1.shape().clone()))
     }
 
@@ -208,16 +241,17 @@ impl CustomOp3 for GroupNorm {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _beta: &Tensor,
+        beta: &Tensor,
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let all = x.apply_op3_no_bwd(
-            gamma,
+            &Tensor::cat(&[gamma, beta], 0)?,
             &dy.contiguous()?,
             &GroupNormGrad {
                 groups: self.groups,
                 eps: self.eps,
+                silu: self.silu,
             },
         )?;
         let (n, c) = (x.elem_count(), gamma.elem_count());
@@ -243,7 +277,14 @@ impl CustomOp3 for GroupNormGrad {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = Geom::new(l1.shape().dims(), self.groups, self.eps)?;
-        check_affine(&g, l2, l2, self.name())?;
+        if l2.shape().dims() != [2 * g.c] {
+            candle_core::bail!(
+                "{}: affine parameters have shape {:?}, expected [{}] (weight and bias)",
+                self.name(),
+                l2.shape().dims(),
+                2 * g.c
+            );
+        }
         if l3.shape() != l1.shape() {
             candle_core::bail!(
                 "{}: output gradient {:?} does not match the input {:?}",
@@ -252,8 +293,8 @@ impl CustomOp3 for GroupNormGrad {
                 l1.shape().dims()
             );
         }
-        let out = by_dtype3!(((s1, l1), (s2, l2), (s3, l3)), self.name(), |x, gm, dy| g
-            .backward(x, gm, dy));
+        let out = by_dtype3!(((s1, l1), (s2, l2), (s3, l3)), self.name(), |x, ab, dy| g
+            .backward(x, ab, dy, self.silu));
         Ok((out, Shape::from(l1.shape().elem_count() + 2 * g.c)))
     }
 }
@@ -267,12 +308,40 @@ pub fn group_norm(
     bias: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
+    norm(x, groups, weight, bias, eps, false)
+}
+
+/// `SiLU(group_norm(x, …))` (the U-Nets' norm → activation pair) as one kernel, forward and backward: saves
+/// the activation's separate passes and temporaries. Falls back to candle's ops like [`group_norm`].
+pub fn group_norm_silu(
+    x: &Tensor,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    norm(x, groups, weight, bias, eps, true)
+}
+
+fn norm(
+    x: &Tensor,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    silu: bool,
+) -> Result<Tensor> {
     if !applies(&[x, weight, bias]) {
         let c = x.dims().get(1).copied().unwrap_or(0);
-        return candle_nn::Module::forward(
+        let y = candle_nn::Module::forward(
             &candle_nn::GroupNorm::new(weight.clone(), bias.clone(), c, groups, eps)?,
             x,
-        );
+        )?;
+        return if silu {
+            candle_nn::ops::silu(&y)
+        } else {
+            Ok(y)
+        };
     }
     same_dtype("group_norm", x, weight)?;
     same_dtype("group_norm", x, bias)?;
@@ -289,7 +358,7 @@ pub fn group_norm(
     x.contiguous()?.apply_op3(
         &weight.contiguous()?,
         &bias.contiguous()?,
-        GroupNorm { groups, eps },
+        GroupNorm { groups, eps, silu },
     )
 }
 
@@ -338,6 +407,56 @@ mod tests {
         }
     }
 
+    fn plain_silu(t: &[Tensor], groups: usize, eps: f64) -> Result<Tensor> {
+        candle_nn::ops::silu(&plain(t, groups, eps)?)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// The fused GroupNorm + SiLU against candle's composition of the two (output and the three gradients),
+        /// f32, random shapes, group counts and affine parameters (|γ|, |β| up to 3, so that z reaches SiLU's
+        /// curved part and its negative tail).
+        #[test]
+        fn silu_matches_candle_composition(
+            b in 1usize..4, cg in 1usize..5, groups in 1usize..5, h in 1usize..7, w in 1usize..7,
+            seed in 0u64..1000,
+        ) {
+            prop_assume!(cg * h * w > 1);
+            let c = cg * groups;
+            let eps = 1e-6;
+            let dev = Device::Cpu;
+            let x = rand_tensor(&[b, c, h, w], seed, DType::F32, &dev);
+            let gm = (rand_tensor(&[c], seed + 1, DType::F32, &dev) * 3.0).unwrap();
+            let bt = (rand_tensor(&[c], seed + 2, DType::F32, &dev) * 3.0).unwrap();
+            let (got, want) = compare_grads(&[&x, &gm, &bt], |t| group_norm_silu(&t[0], groups, &t[1], &t[2], eps), |t| plain_silu(t, groups, eps), seed + 3);
+            // As for the plain GroupNorm (above), with γ up to 3 scaling x̂'s error into z, and SiLU adding
+            // nothing worse: |SiLU'| ≤ 1.1 and |SiLU''| ≤ 0.5, so z's error passes to y and dz with gain ≤ 1.1
+            // and 0.5·|dy|; the composition's own f32 roundings of σ and the products add a few ε per entry.
+            let m = (cg * h * w) as f64;
+            let r = candle_core::Tensor::to_vec1::<f64>(&x.reshape((b, groups, cg * h * w)).unwrap().to_dtype(DType::F64).unwrap()
+                .var_keepdim(2).unwrap().flatten_all().unwrap()).unwrap()
+                .iter().map(|v| 1.0 / (v * (m - 1.0) / m + eps).sqrt()).fold(0.0, f64::max);
+            let tol = 3.0 * 16.0 * f32::EPSILON as f64 * (m * r * r * (1.0 + r) + (b * h * w) as f64 * m.sqrt());
+            assert_close_all(&got, &want, tol);
+        }
+    }
+
+    #[test]
+    fn silu_gradients_match_finite_differences_f64() {
+        let dev = Device::Cpu;
+        for &(b, c, groups, h, w) in &[(2, 4, 2, 3, 3), (1, 6, 3, 2, 5)] {
+            let x = rand_tensor(&[b, c, h, w], 21, DType::F64, &dev);
+            let gm = (rand_tensor(&[c], 22, DType::F64, &dev) * 3.0).unwrap();
+            let bt = (rand_tensor(&[c], 23, DType::F64, &dev) * 3.0).unwrap();
+            check_finite_differences(
+                &[&x, &gm, &bt],
+                |t| group_norm_silu(&t[0], groups, &t[1], &t[2], 1e-5),
+                24,
+            );
+        }
+    }
+
     #[test]
     fn gradients_match_finite_differences_f64() {
         let dev = Device::Cpu;
@@ -370,6 +489,10 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("dtype mismatch"));
+        assert!(group_norm_silu(&x, 4, &g, &g, 1e-5)
+            .unwrap_err()
+            .to_string()
+            .contains("4 groups do not divide 6"));
         let x2 = Tensor::zeros((2, 6), DType::F32, &dev).unwrap();
         assert!(group_norm(&x2, 3, &g, &g, 1e-5)
             .unwrap_err()

@@ -7,7 +7,9 @@
 //!
 //! - [`conv2d`]: convolution (any kernel size, stride, padding; one group) forward and both gradients as
 //!   im2col/col2im around one large OpenBLAS GEMM per chunk of the batch;
-//! - [`group_norm`]: GroupNorm forward and backward fused into one pass each (statistics in f64);
+//! - [`conv2d_bias`]: the same with the bias added in the output pass (its gradient from the weight pass);
+//! - [`group_norm`]: GroupNorm forward and backward fused into one pass each (statistics in f64), and
+//!   [`group_norm_silu`], the same followed by SiLU;
 //! - [`fir_down`]/[`fir_up`]/[`fir_blur_pad2`]: the separable `[1,3,3,1]` FIR resampling, each op's
 //!   gradient being its adjoint (the same op with the transpose flag flipped).
 //!
@@ -25,15 +27,16 @@ mod blas;
 pub mod conv;
 pub mod fir;
 pub mod group_norm;
+mod scratch;
 
 use std::cell::Cell;
 use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
 
-pub use conv::conv2d;
+pub use conv::{conv2d, conv2d_bias};
 pub use fir::{fir_blur_pad2, fir_down, fir_up};
-pub use group_norm::group_norm;
+pub use group_norm::{group_norm, group_norm_silu};
 
 thread_local! {
     static OVERRIDE: Cell<Option<bool>> = const { Cell::new(None) };
@@ -75,7 +78,7 @@ fn applies(ts: &[&Tensor]) -> bool {
 }
 
 /// A float type the kernels compute in.
-pub(crate) trait Real: WithDType + blas::Gemm {}
+pub(crate) trait Real: WithDType + blas::Gemm + scratch::Pooled {}
 impl Real for f32 {}
 impl Real for f64 {}
 

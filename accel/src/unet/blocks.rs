@@ -129,8 +129,12 @@ impl Conv {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = if kernels::enabled() && x.device().is_cpu() {
-            // im2col + one GEMM per batch chunk, for 1×1 too (see `crate::kernels`).
-            kernels::conv2d(x, &self.w, self.stride, self.pad)?
+            // im2col + one GEMM per batch chunk, for 1×1 too, the bias added in the same pass (see
+            // `crate::kernels`).
+            return match &self.b {
+                Some(b) => kernels::conv2d_bias(x, &self.w, b, self.stride, self.pad),
+                None => kernels::conv2d(x, &self.w, self.stride, self.pad),
+            };
         } else if self.k == 1 && self.stride == 1 {
             // 1×1 convolution as a batched matmul (avoids im2col copies).
             let (b, c, h, w) = x.dims4()?;
@@ -317,6 +321,18 @@ impl GroupNorm {
             );
         }
         kernels::group_norm(x, self.groups, &self.weight, &self.bias, self.eps)
+    }
+
+    /// `silu(self.forward(x))`, fused into one kernel on the CPU.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        if x.dims().get(1) != Some(&self.channels) {
+            candle_core::bail!(
+                "GroupNorm: expected {} channels, got input shape {:?}",
+                self.channels,
+                x.dims()
+            );
+        }
+        kernels::group_norm_silu(x, self.groups, &self.weight, &self.bias, self.eps)
     }
 }
 

@@ -197,10 +197,10 @@ impl UNetBlock {
         let orig = x;
         let h = self
             .conv0
-            .forward(&self.resample(&silu(&self.norm0.forward(x)?)?)?)?;
+            .forward(&self.resample(&self.norm0.forward_silu(x)?)?)?;
         let b = h.dim(0)?;
         let h = h.broadcast_add(&self.affine.forward(emb)?.reshape((b, self.cout, 1, 1))?)?;
-        let h = silu(&self.norm1.forward(&h)?)?;
+        let h = self.norm1.forward_silu(&h)?;
         let h = self.conv1.forward(&ctx.dropout(&h, self.dropout)?)?;
         let s = match &self.skip {
             Some(c) => c.forward(&self.resample(orig)?)?,
@@ -488,7 +488,7 @@ impl DecoderNet for Decoder {
                 h = b.forward(&Tensor::cat(&[&h, s], 1)?, &f.emb, ctx)?;
             }
         }
-        self.aux_conv.forward(&silu(&self.aux_norm.forward(&h)?)?)
+        self.aux_conv.forward(&self.aux_norm.forward_silu(&h)?)
     }
 
     fn cost(&self, s: &FeatureShapes) -> Cost {

@@ -144,12 +144,12 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor, emb: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let h = self.in_conv.forward(&silu(&self.in_norm.forward(x)?)?)?;
+        let h = self.in_conv.forward(&self.in_norm.forward_silu(x)?)?;
         let b = h.dim(0)?;
         let h = h.broadcast_add(&self.emb.forward(emb)?.reshape((b, self.cout, 1, 1))?)?;
         let h = self
             .out_conv
-            .forward(&ctx.dropout(&silu(&self.out_norm.forward(&h)?)?, self.dropout)?)?;
+            .forward(&ctx.dropout(&self.out_norm.forward_silu(&h)?, self.dropout)?)?;
         let s = match &self.skip {
             Some(c) => c.forward(x)?,
             None => x.clone(),
@@ -485,7 +485,7 @@ impl DecoderNet for Decoder {
                 .ok_or_else(|| candle_core::Error::Msg("ldm: skip list exhausted".into()))?;
             h = run(b, &Tensor::cat(&[&h, s], 1)?, &f.emb, ctx)?;
         }
-        self.out_conv.forward(&silu(&self.out_norm.forward(&h)?)?)
+        self.out_conv.forward(&self.out_norm.forward_silu(&h)?)
     }
 
     fn cost(&self, s: &FeatureShapes) -> Cost {

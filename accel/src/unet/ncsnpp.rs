@@ -121,7 +121,7 @@ impl ResBlock {
 
     /// `emb` is SiLU(temb), computed once per forward.
     pub fn forward(&self, x: &Tensor, emb: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let mut h = silu(&self.norm0.forward(x)?)?;
+        let mut h = self.norm0.forward_silu(x)?;
         let mut x = x.clone();
         if self.up {
             h = fir_up(&h)?;
@@ -133,7 +133,7 @@ impl ResBlock {
         let h = self.conv0.forward(&h)?;
         let b = h.dim(0)?;
         let h = h.broadcast_add(&self.dense.forward(emb)?.reshape((b, self.cout, 1, 1))?)?;
-        let h = silu(&self.norm1.forward(&h)?)?;
+        let h = self.norm1.forward_silu(&h)?;
         let h = self.conv1.forward(&ctx.dropout(&h, self.dropout)?)?;
         let x = match &self.skip {
             Some(c) => c.forward(&x)?,
@@ -565,7 +565,7 @@ impl DecoderNet for Decoder {
                 h = u.forward(&h, &f.emb, ctx)?;
             }
         }
-        self.head_conv.forward(&silu(&self.head_norm.forward(&h)?)?)
+        self.head_conv.forward(&self.head_norm.forward_silu(&h)?)
     }
 
     fn cost(&self, s: &FeatureShapes) -> Cost {
