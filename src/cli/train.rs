@@ -27,7 +27,7 @@ Examples:
   msd train --preset fmnist-ncsnpp-multistage --data fashion-mnist --out runs/fm --steps 2000
   msd train --resume runs/fm --steps 4000
 
-Presets: fmnist-ncsnpp-multistage, fmnist-ncsnpp-unified, or any model preset of `msd model-info`
+Presets: fmnist-ncsnpp-multistage, fmnist-ncsnpp-multistage-wide, fmnist-ncsnpp-unified, or any model preset of `msd model-info`
 (with small default training settings). --config FILE.toml holds [model] (a model config as in
 `msd model-info --config`) and optionally [train] (training settings; see docs/training.md).
 The run directory gets run.json, metrics.jsonl, samples/ and checkpoints/step-XXXXXXXX/.
