@@ -19,7 +19,7 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 # --target keeps RUSTFLAGS off build scripts and proc macros, as cargo-fuzz does.
-nice -n 15 cargo build --release --target "$triple" --bins
+[ -n "${FUZZ_NO_BUILD:-}" ] || nice -n 15 cargo build --release --target "$triple" --bins
 # One target: run it, then print executions, corpus size, coverage and findings.
 run_target() {
   local t="$1" log execs crashes corpus cov
@@ -28,7 +28,7 @@ run_target() {
   # -rss_limit_mb: a parser that allocates what a header declares is a finding, not an OOM of the host.
   local dirs=("corpus/$t")
   [ -d "seeds/$t" ] && dirs+=("seeds/$t")
-  nice -n 15 "target/$triple/release/$t" "${dirs[@]}" -max_total_time="$secs" \
+  nice -n 10 "target/$triple/release/$t" "${dirs[@]}" -max_total_time="$secs" \
     -rss_limit_mb=2048 -max_len=65536 -timeout=20 -artifact_prefix="artifacts/$t/" -print_final_stats=1 \
     >"$log" 2>&1 || true
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
