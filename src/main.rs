@@ -27,6 +27,9 @@ fn main() -> ExitCode {
     };
     match msd::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<msd::cli::Interrupted>() => {
+            ExitCode::from(msd::cli::Interrupted::EXIT_CODE)
+        }
         Err(err) => {
             eprintln!("error: {}", msd::cli::error_line(&err));
             ExitCode::FAILURE

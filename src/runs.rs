@@ -187,8 +187,11 @@ pub fn write_grid(path: &Path, images: &Tensor) -> anyhow::Result<()> {
             }
         }
     }
-    img.save(path)
-        .with_context(|| format!("cannot write the sample grid {}", path.display()))
+    // Through a temporary file (removed on error and on Ctrl-C): never a half-written PNG.
+    crate::output::write_with(path, |tmp| {
+        img.save_with_format(tmp, image::ImageFormat::Png)
+    })
+    .with_context(|| format!("cannot write the sample grid {}", path.display()))
 }
 
 /// Writes one image [1, C, H, W] in [−1, 1] as a PNG without a border.
@@ -197,17 +200,18 @@ pub fn write_grid_single(path: &Path, image: &Tensor) -> anyhow::Result<()> {
     let (c, h, w) = (d[1], d[2], d[3]);
     let v = image.flatten_all()?.to_vec1::<f32>()?;
     let px = |x: f32| (((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round()) as u8;
+    let png = image::ImageFormat::Png;
     let res = if c == 1 {
-        image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
+        let img = image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
             image::Luma([px(v[y as usize * w + x as usize])])
-        })
-        .save(path)
+        });
+        crate::output::write_with(path, |tmp| img.save_with_format(tmp, png))
     } else {
-        image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let img = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
             let at = |ch: usize| px(v[(ch * h + y as usize) * w + x as usize]);
             image::Rgb([at(0), at(1), at(2)])
-        })
-        .save(path)
+        });
+        crate::output::write_with(path, |tmp| img.save_with_format(tmp, png))
     };
     res.with_context(|| format!("cannot write {}", path.display()))
 }

@@ -480,6 +480,24 @@ fn model_configs_and_weights() {
             "attention entry 0",
         ),
         ("junk.toml", "this is = = not toml".into(), "junk.toml"),
+        (
+            // Within every config limit, but attention at 4096² after each of 64 blocks: the stage's FLOPs
+            // do not fit u64 (a release build used to print a wrapped count).
+            "attention-4096.toml",
+            [
+                ("in_channels", "1"),
+                ("resolution", "4096"),
+                ("en_width", "128"),
+                ("de_widths", "[128]"),
+                ("channel_mult", "[1]"),
+                ("num_res_blocks", "64"),
+                ("attention_ds", "[1]"),
+                ("boundaries", "[]"),
+            ]
+            .iter()
+            .fold(ldm.clone(), |t, (k, v)| set(&t, k, v)),
+            "model too large: the FLOP count of stage 0 does not fit in 64 bits",
+        ),
     ];
     let mut rows = vec![];
     for (name, text, needle) in cfgs {

@@ -78,7 +78,7 @@ fn bench_model(
     cases: &[(&str, usize, usize, bool)],
 ) {
     let m = MultistageUNet::new(cfg, &Device::Cpu, 0).unwrap();
-    let info = model_info(&MultistageUNet::shapes_only(cfg).unwrap());
+    let info = model_info(&MultistageUNet::shapes_only(cfg).unwrap()).unwrap();
     let (ch, res) = cfg.input_chw();
     let plain = env_flag("MSD_BENCH_PLAIN", true);
     let secs = std::env::var("MSD_BENCH_SECONDS")

@@ -97,6 +97,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     std::io::stdout().flush().map_err(stdout_error)
 }
 
+/// A command stopped by SIGINT/SIGTERM after saving its state (`msd train` writes a checkpoint): the
+/// message is already printed; the binary exits with [`Interrupted::EXIT_CODE`].
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl Interrupted {
+    /// 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C: an interrupted run is not a
+    /// finished one (`msd train … && msd sample …` stops).
+    pub const EXIT_CODE: u8 = 130;
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// The error of a failed write to standard output.
 pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
     anyhow::anyhow!(

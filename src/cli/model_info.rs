@@ -147,7 +147,7 @@ pub fn run(args: &ModelInfoArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let model = MultistageUNet::shapes_only(&cfg)?;
-    let info = model_info(&model);
+    let info = model_info(&model)?;
     let n = info.stages.len();
     let weights = if let Some(w) = &args.nfe_per_stage {
         Some(("NFE per stage", w.clone()))

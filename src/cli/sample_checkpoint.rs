@@ -48,6 +48,17 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     if args.num == 0 || args.batch == 0 {
         bail!("--num and --batch must be at least 1");
     }
+    // Output paths are checked before the (long) sampling: a PNG folder must be (or become) a writable
+    // folder, a .npy or grid file a writable path.
+    let is_npy = args.out.extension().and_then(|e| e.to_str()) == Some("npy");
+    if is_npy || !args.out.is_dir() {
+        crate::output::check(&args.out).context("--out")?;
+    } else {
+        crate::output::check(&args.out.join("000000.png")).context("--out")?;
+    }
+    if let Some(g) = &args.grid {
+        crate::output::check(g).context("--grid")?;
+    }
     let device = accel::device(match args.device {
         DeviceArg::Cpu => DeviceKind::Cpu,
         DeviceArg::Cuda => DeviceKind::Cuda(0),
@@ -57,7 +68,6 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let (x, per_stage) = runs::sample(&net, &built.plan, args.num, args.batch, args.seed)?;
     let seconds = start.elapsed().as_secs_f64();
-    let is_npy = args.out.extension().and_then(|e| e.to_str()) == Some("npy");
     if is_npy {
         let a = ArrayD::from_shape_vec(
             IxDyn(x.dims()),

@@ -31,7 +31,8 @@ Presets: fmnist-ncsnpp-multistage, fmnist-ncsnpp-multistage-wide, fmnist-ncsnpp-
 (with small default training settings). --config FILE.toml holds [model] (a model config as in
 `msd model-info --config`) and optionally [train] (training settings; see docs/training.md).
 The run directory gets run.json, metrics.jsonl, samples/ and checkpoints/step-XXXXXXXX/.
-Ctrl-C writes a checkpoint and exits; --resume DIR continues bit-identically on the CPU.")]
+Ctrl-C (or SIGTERM) writes a checkpoint and exits with status 130; a second Ctrl-C stops at once.
+--resume DIR continues bit-identically on the CPU (from step 0 if the run has no checkpoint yet).")]
 pub struct TrainArgs {
     /// A training preset (model and training settings).
     #[arg(long, conflicts_with_all = ["config", "resume"])]
@@ -99,17 +100,24 @@ struct ConfigFile {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_sigint(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
+/// The first SIGINT/SIGTERM asks the loop to write a checkpoint and stop; a second one stops at once (by
+/// the signal; an unfinished checkpoint directory is removed by the next run).
+extern "C" fn on_stop(sig: libc::c_int) {
+    if STOP.swap(true, Ordering::SeqCst) {
+        // SAFETY: signal and raise are async-signal-safe.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
 }
 
-fn install_sigint() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+fn install_stop_handler() {
+    // SAFETY: the handler only touches an atomic and calls async-signal-safe functions.
     unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
+        let h = on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGINT, h);
+        libc::signal(libc::SIGTERM, h);
     }
 }
 
@@ -259,21 +267,33 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         if args.boundaries.is_some() {
             bail!("--boundaries cannot change when resuming a run");
         }
-        let info_path = dir.join("run.json");
-        let text = fs::read_to_string(&info_path).with_context(|| {
-            format!(
-                "--resume {}: no run here (cannot read run.json)",
-                dir.display()
-            )
-        })?;
-        let info: RunInfo = serde_json::from_str(&text)
-            .with_context(|| format!("--resume: {} is corrupt", info_path.display()))?;
-        let ck = checkpoint::latest_checkpoint(dir)?.with_context(|| {
-            format!("--resume {}: the run has no checkpoint yet", dir.display())
-        })?;
+        if !dir.join("run.json").exists() {
+            bail!("--resume {}: no run here (no run.json)", dir.display());
+        }
+        let info = checkpoint::read_run_info(dir)?;
         let spec = args.data.clone().unwrap_or_else(|| info.data.clone());
         let x = load_data(&spec, args.limit.or(info.limit), &info.model, &device)?;
-        let mut tr = checkpoint::resume(&ck, x, &device, args.steps)?;
+        let mut tr = match checkpoint::latest_checkpoint(dir)? {
+            Some(ck) => {
+                let tr = checkpoint::resume(&ck, x, &device, args.steps)?;
+                eprintln!("resuming {} at step {}", ck.display(), tr.progress.step);
+                tr
+            }
+            None => {
+                // Stopped before its first checkpoint: the run starts over from run.json, which gives the
+                // same run (initialisation and data order are functions of the seed).
+                eprintln!(
+                    "{}: no checkpoint yet; starting the run from step 0",
+                    dir.display()
+                );
+                let net = MultistageUNet::new(&info.model, &device, info.train.seed)?;
+                let mut cfg = info.train.clone();
+                if let Some(s) = args.steps {
+                    cfg.steps = s;
+                }
+                Trainer::new(net, cfg, x)?
+            }
+        };
         let mut cfg = tr.cfg.clone();
         apply_overrides(args, &mut cfg)?;
         if cfg.seed != tr.cfg.seed || cfg.batch != tr.cfg.batch || cfg.schedule != tr.cfg.schedule {
@@ -281,7 +301,6 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         }
         tr.cfg = cfg;
         check_out_dir(dir, false, 0)?;
-        eprintln!("resuming {} at step {}", ck.display(), tr.progress.step);
         (tr, dir.clone())
     } else {
         let (mut model, mut cfg) = match (&args.preset, &args.config) {
@@ -318,7 +337,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         checkpoint::write_atomic(&dir.join("run.json"), &serde_json::to_string_pretty(&info)?)?;
         (Trainer::new(net, cfg, x)?, dir)
     };
-    install_sigint();
+    install_stop_handler();
     let metrics_path = dir.join("metrics.jsonl");
     let mut metrics = fs::OpenOptions::new()
         .create(true)
@@ -349,7 +368,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 ck.display(),
                 dir.display()
             );
-            return Ok(());
+            return Err(super::Interrupted.into());
         }
         let rep = match tr.step() {
             Ok(r) => r,

@@ -8,7 +8,15 @@
 //!
 //! A checkpoint is written into `step-XXXXXXXX.tmp/`, every file is fsynced, the directory is renamed to its
 //! final name (atomic) and `checkpoints/` is fsynced; only then are older checkpoints beyond the last K removed.
-//! A failed write removes its temporary directory and leaves the earlier checkpoints as they were.
+//! A failed write removes its temporary directory and leaves the earlier checkpoints as they were. Older
+//! checkpoints are first renamed out of the `step-XXXXXXXX` pattern (`.old`) and then removed, so a process
+//! killed while pruning leaves no half-deleted directory that looks like a checkpoint; leftovers of a killed
+//! writer (`*.tmp`, `*.old`) are removed by the next checkpoint write.
+//!
+//! The sidecars (`state.json`, `run.json`) are untrusted input when read back: they are read up to
+//! [`MAX_SIDECAR_BYTES`] (regular files only), parsed by [`parse_state`] / [`parse_run_info`] (which the fuzz
+//! target `checkpoint_sidecar` exercises) and validated before anything is built from them; the size of
+//! every weights file is checked against the model the sidecar declares before the model is allocated.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -57,6 +65,14 @@ pub struct RunInfo {
     pub limit: Option<usize>,
 }
 
+/// Largest `state.json` / `run.json` read (a real one is a few KiB; a model config with long lists stays far
+/// below this).
+pub const MAX_SIDECAR_BYTES: u64 = 4 << 20;
+
+/// Header allowance of a checkpoint's safetensors files beyond their tensor bytes (names, shapes, offsets:
+/// about 100 bytes per tensor; the largest preset has a few thousand tensors).
+const MAX_SAFETENSORS_HEADER_BYTES: u64 = 16 << 20;
+
 fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
     move |e| TrainError::io(path, e.to_string())
 }
@@ -79,6 +95,98 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<(), TrainError> {
         let _ = fs::remove_file(&tmp);
     }
     res
+}
+
+/// Parses and validates the text of a `state.json`: the model config (sizes within the model limits), the
+/// training settings, the progress counters and the RNG scheme (a checkpoint of another scheme cannot
+/// continue bit-identically).
+pub fn parse_state(text: &str) -> Result<CheckpointState, String> {
+    let st: CheckpointState = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    st.model.validate().map_err(|e| format!("model: {e}"))?;
+    st.train.validate().map_err(|e| format!("train: {e}"))?;
+    for (what, v) in [("train_flops", st.train_flops), ("seconds", st.seconds)] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(format!("{what} = {v} must be finite and >= 0"));
+        }
+    }
+    if st.rng != RNG_SCHEME {
+        return Err(format!(
+            "written with another random-number scheme ({:?}); this msd ({MSD_VERSION}) cannot continue it bit-identically",
+            shorten(&st.rng, 60)
+        ));
+    }
+    Ok(st)
+}
+
+/// Parses and validates the text of a run's `run.json`.
+pub fn parse_run_info(text: &str) -> Result<RunInfo, String> {
+    let info: RunInfo = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    info.model.validate().map_err(|e| format!("model: {e}"))?;
+    info.train.validate().map_err(|e| format!("train: {e}"))?;
+    Ok(info)
+}
+
+/// `s` cut to `max` characters, for quoting untrusted text.
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// Reads a sidecar: a regular file of at most [`MAX_SIDECAR_BYTES`], UTF-8.
+fn read_sidecar(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let f = fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_SIDECAR_BYTES {
+        return Err(format!(
+            "{} bytes, more than the {} MiB a sidecar may have",
+            meta.len(),
+            MAX_SIDECAR_BYTES >> 20
+        ));
+    }
+    let mut text = String::new();
+    f.take(MAX_SIDECAR_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
+/// Reads a run directory's `run.json`.
+pub fn read_run_info(run_dir: &Path) -> Result<RunInfo, TrainError> {
+    let p = run_dir.join("run.json");
+    let text = read_sidecar(&p).map_err(|e| TrainError::io(&p, e))?;
+    parse_run_info(&text).map_err(|e| TrainError::corrupt(&p, e))
+}
+
+/// Checks that a weights file is a regular file whose size fits `tensor_bytes` of tensors (plus a header)
+/// before it is read: a truncated, swapped or endless file is refused without reading it.
+fn check_weights_file(path: &Path, tensor_bytes: u64) -> Result<(), TrainError> {
+    let meta = fs::metadata(path).map_err(|e| TrainError::corrupt(path, e.to_string()))?;
+    if !meta.is_file() {
+        return Err(TrainError::corrupt(path, "not a regular file".into()));
+    }
+    let max = tensor_bytes.saturating_add(MAX_SAFETENSORS_HEADER_BYTES);
+    if meta.len() < tensor_bytes || meta.len() > max {
+        return Err(TrainError::corrupt(
+            path,
+            format!(
+                "{} bytes, but the model of state.json needs {tensor_bytes} bytes of tensors (plus a header)",
+                meta.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes of f32 tensors of `model` (from a shape-only build: nothing is allocated).
+fn model_tensor_bytes(model: &UNetConfig) -> Result<u64, TrainError> {
+    let shapes = MultistageUNet::shapes_only(model)?;
+    Ok(shapes.store().count("").saturating_mul(4))
 }
 
 /// Checkpoint directories of a run, oldest first, as (step, path).
@@ -116,10 +224,8 @@ pub fn save_checkpoint(run_dir: &Path, tr: &Trainer, keep: usize) -> Result<Path
         // Already written at this step (e.g. Ctrl-C right after a periodic checkpoint).
         return Ok(fin);
     }
+    remove_leftovers(&dir)?;
     let tmp = dir.join(format!("{name}.tmp"));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
     let res = (|| {
         fs::create_dir(&tmp).map_err(io(&tmp))?;
         let model = tmp.join("model.safetensors");
@@ -161,33 +267,50 @@ pub fn save_checkpoint(run_dir: &Path, tr: &Trainer, keep: usize) -> Result<Path
     let all = list_checkpoints(run_dir)?;
     if all.len() > keep {
         for (_, p) in &all[..all.len() - keep] {
-            fs::remove_dir_all(p).map_err(io(p))?;
+            // Out of the checkpoint pattern first (atomic), then removed: never a half-deleted checkpoint.
+            let old = p.with_extension("old");
+            fs::rename(p, &old).map_err(io(p))?;
+            fs::remove_dir_all(&old).map_err(io(&old))?;
         }
     }
     Ok(fin)
 }
 
+/// Removes what a killed writer left in `checkpoints/`: `step-*.tmp` (an unfinished checkpoint) and
+/// `step-*.old` (a checkpoint being pruned).
+fn remove_leftovers(dir: &Path) -> Result<(), TrainError> {
+    for e in fs::read_dir(dir).map_err(io(dir))? {
+        let e = e.map_err(io(dir))?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("step-") && (name.ends_with(".tmp") || name.ends_with(".old")) {
+            let p = e.path();
+            if p.is_dir() {
+                fs::remove_dir_all(&p).map_err(io(&p))?;
+            } else {
+                fs::remove_file(&p).map_err(io(&p))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads a checkpoint's `state.json`.
 pub fn read_state(ckpt: &Path) -> Result<CheckpointState, TrainError> {
     let sp = ckpt.join("state.json");
-    let text = fs::read_to_string(&sp).map_err(|e| TrainError::corrupt(&sp, e.to_string()))?;
-    let st: CheckpointState =
-        serde_json::from_str(&text).map_err(|e| TrainError::corrupt(&sp, e.to_string()))?;
-    st.model
-        .validate()
-        .map_err(|e| TrainError::corrupt(&sp, e))?;
-    Ok(st)
+    let text = read_sidecar(&sp).map_err(|e| TrainError::corrupt(&sp, e))?;
+    parse_state(&text).map_err(|e| TrainError::corrupt(&sp, e))
 }
 
 /// Loads a model (its weights, or its EMA weights) from a checkpoint directory, for sampling.
 pub fn load_model(ckpt: &Path, ema: bool, device: &Device) -> Result<MultistageUNet, TrainError> {
     let st = read_state(ckpt)?;
-    let net = MultistageUNet::new(&st.model, device, 0)?;
     let file = ckpt.join(if ema {
         "ema.safetensors"
     } else {
         "model.safetensors"
     });
+    check_weights_file(&file, model_tensor_bytes(&st.model)?)?;
+    let net = MultistageUNet::new(&st.model, device, 0)?;
     net.load_weights(&file)
         .map_err(|e| TrainError::corrupt(&file, e.to_string()))?;
     Ok(net)
@@ -207,6 +330,10 @@ pub fn resume(
     if let Some(s) = steps {
         cfg.steps = s;
     }
+    let bytes = model_tensor_bytes(&st.model)?;
+    check_weights_file(&ckpt.join("ema.safetensors"), bytes)?;
+    // Two moments per parameter (and the step counts, a few bytes each, covered by the header allowance).
+    check_weights_file(&ckpt.join("optim.safetensors"), bytes.saturating_mul(2))?;
     let mut tr = Trainer::new(net, cfg, data)?;
     tr.ema_mut().load(&ckpt.join("ema.safetensors"))?;
     tr.optim_mut().load(&ckpt.join("optim.safetensors"))?;
@@ -219,3 +346,6 @@ pub fn resume(
     };
     Ok(tr)
 }
+
+#[cfg(test)]
+mod tests;

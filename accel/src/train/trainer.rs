@@ -319,7 +319,8 @@ impl Trainer {
                         Sharing::Shared => 0,
                         Sharing::Separate => used,
                     };
-                    macs += self.enc_macs[e] + self.dec_macs[used];
+                    macs =
+                        macs.saturating_add(self.enc_macs[e].saturating_add(self.dec_macs[used]));
                 }
                 images += stages.len() as u64;
                 let m = per.mean_all()?;

@@ -41,16 +41,35 @@ pub struct ModelInfo {
     pub total_params: u64,
 }
 
-fn part(params: u64, c: super::Cost) -> PartInfo {
-    PartInfo {
-        params,
-        paper_gmacs: c.paper_macs as f64 / 1e9,
-        flops: 2 * c.macs,
-    }
+/// "model too large: …" for a count that does not fit u64.
+fn too_large(what: String) -> UNetError {
+    UNetError::Config(format!(
+        "model too large: the {what} does not fit in 64 bits"
+    ))
 }
 
-/// Accounting of `model`.
-pub fn model_info(model: &MultistageUNet) -> ModelInfo {
+/// A part's info; `what` names it in the error when a count overflowed (the cost walk and the parameter
+/// count saturate at `u64::MAX` instead of wrapping).
+fn part(what: &str, params: u64, c: super::Cost) -> Result<PartInfo, UNetError> {
+    if params == u64::MAX {
+        return Err(too_large(format!("parameter count of {what}")));
+    }
+    if c.overflowed() {
+        return Err(too_large(format!("multiply-accumulate count of {what}")));
+    }
+    Ok(PartInfo {
+        params,
+        paper_gmacs: c.paper_macs as f64 / 1e9,
+        flops: c
+            .macs
+            .checked_mul(2)
+            .ok_or_else(|| too_large(format!("FLOP count of {what}")))?,
+    })
+}
+
+/// Accounting of `model`. Every count is checked: a model whose parameter, MAC or FLOP count does not fit
+/// in u64 is an error ("model too large: …"), never a wrapped number.
+pub fn model_info(model: &MultistageUNet) -> Result<ModelInfo, UNetError> {
     let cfg = model.config();
     let store = model.store();
     let (enc_costs, dec_costs) = model.costs();
@@ -63,28 +82,45 @@ pub fn model_info(model: &MultistageUNet) -> ModelInfo {
                 Sharing::Shared => "encoder.".to_string(),
                 Sharing::Separate => format!("encoders.{e}."),
             };
-            part(store.count(&prefix), c)
+            part(&format!("encoder {e}"), store.count(&prefix), c)
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let decoders: Vec<PartInfo> = dec_costs
         .iter()
         .enumerate()
-        .map(|(k, &c)| part(store.count(&format!("decoders.{k}.")), c))
-        .collect();
+        .map(|(k, &c)| {
+            part(
+                &format!("decoder {k}"),
+                store.count(&format!("decoders.{k}.")),
+                c,
+            )
+        })
+        .collect::<Result<_, _>>()?;
     let stages = (0..n)
         .map(|k| {
             let e = &encoders[k.min(encoders.len() - 1)];
             let d = &decoders[k];
-            PartInfo {
-                params: e.params + d.params,
-                paper_gmacs: (enc_costs[k.min(enc_costs.len() - 1)].paper_macs
-                    + dec_costs[k].paper_macs) as f64
+            let what = |count: &str| too_large(format!("{count} of stage {k}"));
+            Ok(PartInfo {
+                params: e
+                    .params
+                    .checked_add(d.params)
+                    .ok_or_else(|| what("parameter count"))?,
+                paper_gmacs: (enc_costs[k.min(enc_costs.len() - 1)].paper_macs as f64
+                    + dec_costs[k].paper_macs as f64)
                     / 1e9,
-                flops: e.flops + d.flops,
-            }
+                flops: e
+                    .flops
+                    .checked_add(d.flops)
+                    .ok_or_else(|| what("FLOP count"))?,
+            })
         })
-        .collect();
-    ModelInfo {
+        .collect::<Result<_, UNetError>>()?;
+    let total_params = store.count("");
+    if total_params == u64::MAX {
+        return Err(too_large("parameter count of the whole model".into()));
+    }
+    Ok(ModelInfo {
         family: cfg.family_name().to_string(),
         sharing: cfg.sharing,
         time_unit: cfg.time_unit().to_string(),
@@ -94,8 +130,8 @@ pub fn model_info(model: &MultistageUNet) -> ModelInfo {
         encoders,
         decoders,
         stages,
-        total_params: store.count(""),
-    }
+        total_params,
+    })
 }
 
 /// A weighted per-sample cost over stages: Σ w_k·G_k with the weights normalised to sum 1.

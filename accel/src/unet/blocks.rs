@@ -18,6 +18,10 @@ use crate::kernels;
 pub type Chw = (usize, usize, usize);
 
 /// Multiply-accumulate counts of one forward pass at batch 1.
+///
+/// The counts use saturating arithmetic ([`macs_of`], [`Cost::add_macs`], `+`): a count that does not fit
+/// in u64 sticks at `u64::MAX` instead of wrapping, and the accounting reports it as "model too large"
+/// ([`super::accounting::model_info`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cost {
     /// The paper's convention (torchstat): Conv2d `(Cin·k²·Cout + Cout)·Hout·Wout` and Linear `in·out`, only for
@@ -28,10 +32,32 @@ pub struct Cost {
     pub macs: u64,
 }
 
+impl Cost {
+    /// Adds multiply-accumulates seen by the true-FLOP count only.
+    pub fn add_macs(&mut self, macs: u64) {
+        self.macs = self.macs.saturating_add(macs);
+    }
+    /// Adds multiply-accumulates seen by both counts.
+    pub fn add_both(&mut self, macs: u64, paper_macs: u64) {
+        self.macs = self.macs.saturating_add(macs);
+        self.paper_macs = self.paper_macs.saturating_add(paper_macs);
+    }
+    /// Whether a count has saturated (did not fit u64).
+    pub fn overflowed(&self) -> bool {
+        self.macs == u64::MAX || self.paper_macs == u64::MAX
+    }
+}
+
+/// The product of `factors` in u64, saturating at `u64::MAX` (never wrapping, in any build).
+pub fn macs_of(factors: &[usize]) -> u64 {
+    factors
+        .iter()
+        .fold(1u64, |a, &f| a.saturating_mul(f as u64))
+}
+
 impl std::ops::AddAssign for Cost {
     fn add_assign(&mut self, o: Cost) {
-        self.paper_macs += o.paper_macs;
-        self.macs += o.macs;
+        self.add_both(o.macs, o.paper_macs);
     }
 }
 
@@ -161,16 +187,16 @@ impl Conv {
     pub fn cost(&self, (c, h, w): Chw, cost: &mut Cost) -> Chw {
         debug_assert_eq!(c, self.cin);
         let (ho, wo) = self.out_hw(h, w);
-        let pos = (ho * wo) as u64;
-        let mac = (self.cin * self.k * self.k * self.cout) as u64 * pos;
-        cost.macs += mac;
+        let mac = macs_of(&[self.cin, self.k, self.k, self.cout, ho, wo]);
         if self.paper_visible {
-            cost.paper_macs += mac
-                + if self.b.is_some() {
-                    self.cout as u64 * pos
-                } else {
-                    0
-                };
+            let bias = if self.b.is_some() {
+                macs_of(&[self.cout, ho, wo])
+            } else {
+                0
+            };
+            cost.add_both(mac, mac.saturating_add(bias));
+        } else {
+            cost.add_macs(mac);
         }
         (self.cout, ho, wo)
     }
@@ -226,10 +252,11 @@ impl Linear {
     }
 
     pub fn cost(&self, cost: &mut Cost) {
-        let mac = (self.fin * self.fout) as u64;
-        cost.macs += mac;
+        let mac = macs_of(&[self.fin, self.fout]);
         if self.paper_visible {
-            cost.paper_macs += mac;
+            cost.add_both(mac, mac);
+        } else {
+            cost.add_macs(mac);
         }
     }
 }
@@ -259,7 +286,7 @@ impl Nin {
     }
 
     pub fn cost(&self, (_, h, w): Chw, cost: &mut Cost) {
-        cost.macs += (self.cin * self.cout * h * w) as u64;
+        cost.add_macs(macs_of(&[self.cin, self.cout, h, w]));
     }
 }
 
@@ -346,7 +373,7 @@ pub use crate::kernels::{fir_blur_pad2, fir_down, fir_up};
 
 /// MACs of a 4×4 per-channel FIR producing `c × ho × wo`.
 pub fn fir_cost(c: usize, ho: usize, wo: usize) -> u64 {
-    (16 * c * ho * wo) as u64
+    macs_of(&[16, c, ho, wo])
 }
 
 /// Nearest-neighbour ×2 upsampling by broadcast + reshape (EDM's `[1,1]` transposed filter and LDM's
@@ -373,7 +400,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
 
 /// MACs of attention over `t` positions with `c` total channels (QKᵀ and AV).
 pub fn attention_cost(c: usize, t: usize) -> u64 {
-    2 * (c * t * t) as u64
+    macs_of(&[2, c, t, t])
 }
 
 /// Sinusoidal embedding `[sin(x·f_k), cos(x·f_k)]` with `f_k = exp(−k·ln(max_period)/denom)`, `k < dim/2`.

@@ -15,7 +15,7 @@ use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::blocks::{
-    attention, attention_cost, box_down, nearest_up, silu, sinusoid, Chw, Conv, Cost, Ctx,
+    attention, attention_cost, box_down, macs_of, nearest_up, silu, sinusoid, Chw, Conv, Cost, Ctx,
     GroupNorm, Groups, Linear,
 };
 use super::params::{Init, Pb};
@@ -234,7 +234,7 @@ impl UNetBlock {
             Resample::Up => 1,
             Resample::Down => 4,
         };
-        cost.macs += 2 * (taps * c * h2 * w2) as u64;
+        cost.add_macs(macs_of(&[2, taps, c, h2, w2]));
         let o = self.conv0.cost((self.cin, h2, w2), cost);
         self.affine.cost(cost);
         self.conv1.cost(o, cost);
@@ -244,7 +244,7 @@ impl UNetBlock {
         if let Some((_, qkv, proj)) = &self.attn {
             qkv.cost(o, cost);
             proj.cost(o, cost);
-            cost.macs += attention_cost(o.0, o.1 * o.2);
+            cost.add_macs(attention_cost(o.0, o.1 * o.2));
         }
         o
     }

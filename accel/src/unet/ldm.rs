@@ -15,8 +15,8 @@ use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::blocks::{
-    attention, attention_cost, nearest_up, silu, sinusoid, Chw, Conv, Cost, Ctx, GroupNorm, Groups,
-    Linear,
+    attention, attention_cost, macs_of, nearest_up, silu, sinusoid, Chw, Conv, Cost, Ctx,
+    GroupNorm, Groups, Linear,
 };
 use super::params::{Init, Pb};
 use super::{DecoderNet, EncoderNet, FeatureShapes, Features};
@@ -216,7 +216,7 @@ impl AttnBlock {
     fn cost(&self, s: Chw, cost: &mut Cost) {
         self.qkv.cost(s, cost);
         self.proj.cost(s, cost);
-        cost.macs += attention_cost(s.0, s.1 * s.2);
+        cost.add_macs(attention_cost(s.0, s.1 * s.2));
     }
 }
 
@@ -248,7 +248,7 @@ impl Layer {
             }
             Layer::Down(c) => c.cost(s, cost),
             Layer::Up(c) => {
-                cost.macs += (s.0 * 4 * s.1 * s.2) as u64;
+                cost.add_macs(macs_of(&[s.0, 4, s.1, s.2]));
                 c.cost((s.0, 2 * s.1, 2 * s.2), cost)
             }
         }

@@ -151,7 +151,7 @@ impl ResBlock {
             (h, w)
         };
         if self.up || self.down {
-            cost.macs += 2 * fir_cost(c, h2, w2);
+            cost.add_macs(fir_cost(c, h2, w2).saturating_mul(2));
         }
         let o = self.conv0.cost((c, h2, w2), cost);
         self.dense.cost(cost);
@@ -202,7 +202,7 @@ impl AttnBlock {
         for n in [&self.q, &self.k, &self.v, &self.out] {
             n.cost(s, cost);
         }
-        cost.macs += attention_cost(s.0, s.1 * s.2);
+        cost.add_macs(attention_cost(s.0, s.1 * s.2));
     }
 }
 
@@ -223,7 +223,7 @@ impl PyramidConv {
         self.conv.forward(&fir_blur_pad2(x)?)
     }
     fn cost(&self, (c, h, w): Chw, cost: &mut Cost) -> Chw {
-        cost.macs += fir_cost(c, h + 1, w + 1);
+        cost.add_macs(fir_cost(c, h + 1, w + 1));
         self.conv.cost((c, h + 1, w + 1), cost)
     }
 }

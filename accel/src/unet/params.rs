@@ -39,7 +39,10 @@ pub struct Param {
 
 impl Param {
     pub fn numel(&self) -> u64 {
-        self.shape.iter().map(|&d| d as u64).product()
+        // Saturating: a count that does not fit u64 sticks at u64::MAX (reported as "model too large").
+        self.shape
+            .iter()
+            .fold(1u64, |a, &d| a.saturating_mul(d as u64))
     }
 }
 
@@ -141,7 +144,7 @@ impl ParamStore {
             .iter()
             .filter(|p| p.name.starts_with(prefix))
             .map(Param::numel)
-            .sum()
+            .fold(0u64, u64::saturating_add)
     }
 
     /// The trainable variables (empty in shape-only mode).

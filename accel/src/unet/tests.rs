@@ -5,7 +5,7 @@ use super::*;
 
 fn info(name: &str) -> ModelInfo {
     let m = MultistageUNet::shapes_only(&preset(name).unwrap()).unwrap();
-    model_info(&m)
+    model_info(&m).unwrap()
 }
 
 #[test]
@@ -176,7 +176,7 @@ fn ldm_quirk_counts_table8() {
         "default must be the correct attention"
     );
     l.decoder_attention_quirk = true;
-    let i = model_info(&MultistageUNet::shapes_only(&c).unwrap());
+    let i = model_info(&MultistageUNet::shapes_only(&c).unwrap()).unwrap();
     assert_eq!(i.total_params, 493_841_449);
     assert_eq!(i.encoder.params, 107_911_776);
     assert!((i.encoder.paper_gmacs - 22.71).abs() <= 0.005);
@@ -246,7 +246,7 @@ fn every_preset_builds_shape_only() {
     for name in preset_names() {
         match preset(name) {
             Ok(c) => {
-                let i = model_info(&MultistageUNet::shapes_only(&c).unwrap());
+                let i = model_info(&MultistageUNet::shapes_only(&c).unwrap()).unwrap();
                 assert_eq!(i.stages.len(), c.num_stages());
                 assert!(i.total_params > 0);
             }
@@ -715,3 +715,62 @@ fn kernels_match_plain_candle_on_tiny_presets() {
 }
 
 mod block_values;
+
+/// A config within every size limit whose counts no longer fit u64: LDM at 4096², attention at full
+/// resolution (t = 2^24 positions, 2·c·t² MACs per block) after each of 64 residual blocks in the encoder
+/// and 65 in the decoder. The up-front estimate (convolutions only) lets it through; before the checked
+/// accounting, a release build reported 2.9e17 FLOPs for its stage (the sum wrapped).
+fn attention_heavy(width: usize) -> UNetConfig {
+    let mut c = preset("tiny-ldm-unified").unwrap();
+    match &mut c.family {
+        Family::Ldm(l) => {
+            l.in_channels = 1;
+            l.resolution = 4096;
+            l.en_width = width;
+            l.de_widths = vec![width];
+            l.channel_mult = vec![1];
+            l.num_res_blocks = 64;
+            l.attention_ds = vec![1];
+        }
+        _ => unreachable!("an LDM preset"),
+    }
+    c.boundaries.clear();
+    c
+}
+
+#[test]
+fn accounting_refuses_counts_that_do_not_fit_u64() {
+    let c = attention_heavy(128);
+    let m = MultistageUNet::shapes_only(&c).expect("within the config limits");
+    let (enc, dec) = m.costs();
+    // Each part alone fits (its true FLOPs 2·MACs too); their sum per stage does not.
+    let (e, d) = (enc[0].macs as u128, dec[0].macs as u128);
+    assert!(!enc[0].overflowed() && !dec[0].overflowed());
+    assert!(2 * e <= u64::MAX as u128 && 2 * d <= u64::MAX as u128);
+    assert!(2 * (e + d) > u64::MAX as u128, "{e} + {d}");
+    let err = model_info(&m).unwrap_err().to_string();
+    assert!(
+        err.contains("model too large: the FLOP count of stage 0 does not fit in 64 bits"),
+        "{err}"
+    );
+    // Half the width fits.
+    assert!(model_info(&MultistageUNet::shapes_only(&attention_heavy(64)).unwrap()).is_ok());
+}
+
+#[test]
+fn cost_counts_saturate_instead_of_wrapping() {
+    assert_eq!(
+        blocks::macs_of(&[1 << 20, 1 << 20, 1 << 20, 1 << 20]),
+        u64::MAX
+    );
+    assert_eq!(blocks::macs_of(&[3, 5, 7]), 105);
+    assert_eq!(blocks::macs_of(&[usize::MAX, 0]), 0);
+    let mut c = Cost::default();
+    c.add_macs(u64::MAX - 1);
+    assert!(!c.overflowed());
+    c.add_macs(2);
+    assert_eq!(c.macs, u64::MAX);
+    assert!(c.overflowed());
+    c += Cost::default();
+    assert!(c.overflowed(), "saturation sticks");
+}
