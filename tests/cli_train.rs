@@ -160,8 +160,8 @@ fn train_resume_sample_and_plot() {
     ]));
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     clean_error(
-        &msd(&["plot-metrics", a.to_str().unwrap(), "--out", "x.png"]),
-        "font rasteriser",
+        &msd(&["plot-metrics", a.to_str().unwrap(), "--out", "x.pdf"]),
+        "must be a .svg or .png file",
     );
 }
 
@@ -390,3 +390,63 @@ fn eval_scores_a_checkpoint_and_logs_it() {
         "--features is required",
     );
 }
+
+#[test]
+fn plot_metrics_writes_a_png() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // A metrics file as `msd train` writes it (3 stages, one trained per step), with an eval line between.
+    let mut text = String::new();
+    for step in 1..=30u64 {
+        let mut per = vec![serde_json::Value::Null; 3];
+        per[(step % 3) as usize] = serde_json::json!(1.0 / step as f64 + 0.1 * (step % 3) as f64);
+        let line = serde_json::json!({"kind": "train", "step": step, "loss": 0.5, "loss_per_stage": per,
+            "lr": 1e-3, "train_flops": 1e9 * step as f64, "images": 4 * step, "seconds": 0.1 * step as f64});
+        text.push_str(&format!("{line}\n"));
+        if step == 10 {
+            text.push_str("{\"kind\":\"eval\",\"step\":10,\"fid\":12.5}\n");
+        }
+    }
+    std::fs::write(t.join("metrics.jsonl"), text).unwrap();
+    let png = t.join("loss.png");
+    let d = t.to_str().unwrap();
+    ok(&msd(&[
+        "plot-metrics",
+        d,
+        "--out",
+        png.to_str().unwrap(),
+        "--smooth",
+        "2",
+    ]));
+    let img = image::open(&png).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (1000, 420));
+    // Not blank: the stage lines are drawn in their colours (blue, red, green) and there is dark text/axes.
+    let count = |f: &dyn Fn(&image::Rgb<u8>) -> bool| img.pixels().filter(|p| f(p)).count();
+    let blue = count(&|p| p[2] > 200 && p[0] < 80 && p[1] < 80);
+    let red = count(&|p| p[0] > 200 && p[1] < 80 && p[2] < 80);
+    let green = count(&|p| p[1] > 100 && p[0] < 80 && p[2] < 80);
+    let dark = count(&|p| p[0] < 60 && p[1] < 60 && p[2] < 60);
+    assert!(
+        blue > 200 && red > 200 && green > 200,
+        "{blue} {red} {green}"
+    );
+    assert!(dark > 1000, "{dark}");
+    // The SVG of the same data is the source of the PNG.
+    let svg = t.join("loss.svg");
+    ok(&msd(&[
+        "plot-metrics",
+        d,
+        "--out",
+        svg.to_str().unwrap(),
+        "--smooth",
+        "2",
+    ]));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("stage 2"));
+    // An output folder that does not exist: one line, nothing written.
+    let bad = t.join("no/such/dir/x.png");
+    clean_error(
+        &msd(&["plot-metrics", d, "--out", bad.to_str().unwrap()]),
+        "--out",
+    );
+}
+

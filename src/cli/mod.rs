@@ -88,7 +88,7 @@ pub enum Command {
     Cluster(ClusterArgs),
     /// Train a multistage U-Net (presets for Fashion-MNIST), with resumable checkpoints and sample grids.
     Train(TrainArgs),
-    /// Plot a training run's loss per stage against steps and training FLOPs (SVG).
+    /// Plot a training run's loss per stage against steps and training FLOPs (SVG or PNG).
     PlotMetrics(PlotMetricsArgs),
     /// Sample a trained network and score it against reference data (FID-style distance, precision,
     /// recall, NFE and GFLOPs of sampling); appends the result to the run's metrics.jsonl.
