@@ -450,3 +450,148 @@ fn plot_metrics_writes_a_png() {
     );
 }
 
+#[test]
+fn gradient_clustering_from_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = t.join("d.npy");
+    random_images(&data, 6, 2);
+    let run = t.join("run");
+    tiny_run(&run, &data);
+    let r = run.to_str().unwrap();
+    let saved = t.join("a.npy");
+    let o = msd(&[
+        "cluster",
+        "--method",
+        "gradient",
+        "--gradient-checkpoint",
+        r,
+        "--gradient-grid",
+        "6",
+        "--gradient-batch",
+        "2",
+        "--stages",
+        "3",
+        "--seed",
+        "4",
+        "--save-similarity",
+        saved.to_str().unwrap(),
+        "--json",
+    ]);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["outcome"], "baseline");
+    assert_eq!(v["step"], 2);
+    assert_eq!(v["batch"], 2);
+    assert_eq!(v["parameters"], "shared");
+    let grid: Vec<f64> = v["grid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(grid.len(), 6);
+    assert!((grid[0] - 1.0 / 6.0).abs() < 1e-15 && grid[5] == 1.0);
+    let s: Vec<Vec<f64>> = v["similarity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    for i in 0..6 {
+        assert_eq!(s[i][i], 1.0);
+        for j in 0..6 {
+            assert_eq!(s[i][j], s[j][i]);
+            assert!((-1.0..=1.0).contains(&s[i][j]));
+        }
+    }
+    let b = v["boundaries"].as_array().unwrap();
+    assert_eq!(b.len(), 2);
+    // The saved matrix is the printed one, and reading it back with --gradient gives the same boundaries.
+    let (a, _) = msd::npy::read_f64(&saved).unwrap();
+    assert_eq!(a.shape(), &[6, 6]);
+    for i in 0..6 {
+        for j in 0..6 {
+            // serde_json's float parsing may be off by one ulp.
+            assert!((a[[i, j]] - s[i][j]).abs() <= 1e-15, "{i} {j}");
+        }
+    }
+    let o = msd(&[
+        "cluster",
+        "--method",
+        "gradient",
+        "--gradient",
+        saved.to_str().unwrap(),
+        "--stages",
+        "3",
+        "--json",
+    ]);
+    ok(&o);
+    let w: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(w["boundaries"], v["boundaries"]);
+    assert!(w.get("similarity").is_none());
+    // The same seed draws the same batch: the same matrix.
+    let o = msd(&[
+        "cluster",
+        "--method",
+        "gradient",
+        "--gradient-checkpoint",
+        r,
+        "--gradient-grid",
+        "6",
+        "--gradient-batch",
+        "2",
+        "--seed",
+        "4",
+        "--json",
+    ]);
+    ok(&o);
+    let again: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(again["similarity"], v["similarity"]);
+
+    // Bad input: one line each.
+    clean_error(
+        &msd(&[
+            "cluster",
+            "--method",
+            "gradient",
+            "--gradient-checkpoint",
+            t.join("nope").to_str().unwrap(),
+        ]),
+        "--gradient-checkpoint",
+    );
+    clean_error(
+        &msd(&[
+            "cluster",
+            "--method",
+            "gradient",
+            "--gradient-checkpoint",
+            r,
+            "--gradient",
+            saved.to_str().unwrap(),
+        ]),
+        "cannot be used with",
+    );
+    clean_error(
+        &msd(&[
+            "cluster",
+            "--method",
+            "gradient",
+            "--gradient-checkpoint",
+            r,
+            "--gradient-grid",
+            "5",
+        ]),
+        "--gradient-grid 5",
+    );
+    clean_error(
+        &msd(&["cluster", "--method", "snr", "--gradient-checkpoint", r]),
+        "belongs to --method gradient",
+    );
+}
