@@ -451,6 +451,7 @@ fn plot_metrics_writes_a_png() {
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)] // index pairs (i, j) and (j, i) of the matrix
 fn gradient_clustering_from_a_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
