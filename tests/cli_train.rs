@@ -430,7 +430,8 @@ fn plot_metrics_writes_a_png() {
         blue > 200 && red > 200 && green > 200,
         "{blue} {red} {green}"
     );
-    assert!(dark > 1000, "{dark}");
+    // Axes, grid and labels (818 dark pixels with DejaVu Sans; a blank plot has none).
+    assert!(dark > 400, "{dark}");
     // The SVG of the same data is the source of the PNG.
     let svg = t.join("loss.svg");
     ok(&msd(&[
