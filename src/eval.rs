@@ -282,6 +282,21 @@ pub fn resolve(spec: &str) -> anyhow::Result<Input> {
     if let Some(p) = spec.strip_prefix("features:") {
         return from_npy(Path::new(p), false);
     }
+    // An explicit dataset spec (`npy:FILE` holds images here, even as N x d rows) wins over the extension.
+    if let Some((prefix, _)) = spec.split_once(':') {
+        if matches!(
+            prefix,
+            "npy"
+                | "images"
+                | "cifar10"
+                | "cifar-10"
+                | "fashion-mnist"
+                | "fashion_mnist"
+                | "fmnist"
+        ) {
+            return load_images(&DataSpec::from_str(spec)?);
+        }
+    }
     let path = Path::new(spec);
     if has_ext(path, "npz") {
         return Ok(Input::Stats(stats::read_npz(path)?));

@@ -127,6 +127,36 @@ pub fn prepare(data: &Dataset, model: &UNetConfig, device: &Device) -> anyhow::R
     Ok(Tensor::from_vec(out, (n, c, r, r), device)?)
 }
 
+/// The inverse of [`prepare`]: model-space images [N, C, R, R] in [−1, 1] as a [`Dataset`] of [0, 1] pixels
+/// (clipped) of side `side`, which is R, or 28 for a 32×32 model (the 2-pixel padding is cut off again).
+pub fn to_dataset(x: &Tensor, side: usize) -> anyhow::Result<Dataset> {
+    let d = x.dims().to_vec();
+    if d.len() != 4 || d[2] != d[3] || !(side == d[2] || (side == 28 && d[2] == 32)) {
+        bail!("images of shape {d:?} cannot be cut to {side}x{side}");
+    }
+    let (n, c, r) = (d[0], d[1], d[2]);
+    let pad = (r - side) / 2;
+    let v = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut rows = ndarray::Array2::<f32>::zeros((n, c * side * side));
+    for (i, mut row) in rows.outer_iter_mut().enumerate() {
+        for ch in 0..c {
+            for y in 0..side {
+                for xx in 0..side {
+                    let p = v[((i * c + ch) * r + y + pad) * r + xx + pad];
+                    row[(ch * side + y) * side + xx] = ((p + 1.0) * 0.5).clamp(0.0, 1.0);
+                }
+            }
+        }
+    }
+    Ok(Dataset {
+        images: rows,
+        channels: c,
+        height: side,
+        width: side,
+        labels: None,
+    })
+}
+
 /// Samples `num` images with `plan` from a trained network, in batches of `batch`. The initial noise is the
 /// first num·C·R·R draws of `NoiseStream::new(seed)` (row-major); stochastic samplers draw from
 /// `NoiseStream::new(seed + 1)`. Returns [num, C, R, R] f32 and the evaluations per stage.
@@ -214,4 +244,43 @@ pub fn write_grid_single(path: &Path, image: &Tensor) -> anyhow::Result<()> {
         crate::output::write_with(path, |tmp| img.save_with_format(tmp, png))
     };
     res.with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(side: usize, n: usize) -> Dataset {
+        let images = ndarray::Array2::from_shape_fn((n, side * side), |(i, j)| {
+            ((i * 31 + j * 7) % 256) as f32 / 255.0
+        });
+        Dataset {
+            images,
+            channels: 1,
+            height: side,
+            width: side,
+            labels: None,
+        }
+    }
+
+    #[test]
+    fn to_dataset_undoes_prepare() {
+        let model = train_preset("fmnist-ncsnpp-multistage").unwrap().0;
+        for side in [28, 32] {
+            let d = data(side, 3);
+            let x = prepare(&d, &model, &Device::Cpu).unwrap();
+            assert_eq!(x.dims(), &[3, 1, 32, 32]);
+            let back = to_dataset(&x, side).unwrap();
+            assert_eq!((back.channels, back.height, back.width), (1, side, side));
+            // 2p − 1 and back in f32: one rounding each way, |p| ≤ 1.
+            for (a, b) in back.images.iter().zip(d.images.iter()) {
+                assert!((a - b).abs() <= 2.0 * f32::EPSILON, "{a} vs {b}");
+            }
+        }
+        // Out-of-range samples are clipped to [0, 1]; only R or 28 (from 32) are possible sides.
+        let x = Tensor::full(3f32, (1, 1, 32, 32), &Device::Cpu).unwrap();
+        let d = to_dataset(&x, 28).unwrap();
+        assert!(d.images.iter().all(|&p| p == 1.0));
+        assert!(to_dataset(&x, 30).is_err());
+    }
 }

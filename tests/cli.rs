@@ -218,6 +218,7 @@ fn help_is_there_for_every_subcommand() {
         "cluster",
         "train",
         "plot-metrics",
+        "eval",
     ];
     assert_eq!(listed, expected, "{text}");
     for name in expected {

@@ -26,7 +26,8 @@ pub enum Method {
     Timestep,
     /// Baseline: log-SNR, through the authors' size-constrained DP (cost: |2(lambda(median) - lambda(t))|).
     Snr,
-    /// Baseline: gradient task affinity from --gradient A.npy (G x G cosine similarities on t = j/G).
+    /// Baseline: gradient task affinity (G x G cosine similarities on t = j/G), read from --gradient A.npy or
+    /// computed from a trained network (--gradient-checkpoint DIR).
     Gradient,
 }
 
@@ -40,6 +41,14 @@ pub enum AlgorithmArg {
     /// Algorithm 2 (similarity matrix on a grid, exact DP).
     #[value(name = "2")]
     Two,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GradParamsArg {
+    /// The parameters every stage uses: the shared encoder (all parameters of a one-stage model).
+    Shared,
+    /// Every parameter (a stage's loss has zero gradient on the other stages' decoders).
+    All,
 }
 
 /// Arguments of `msd cluster`.
@@ -105,6 +114,22 @@ pub struct ClusterArgs {
     /// gradient baseline: the G x G affinity matrix (.npy).
     #[arg(long, value_name = "A.npy")]
     pub gradient: Option<PathBuf>,
+    /// gradient baseline: compute the matrix from a trained network instead: a run directory (its newest
+    /// checkpoint) or a checkpoint directory. The fixed batch comes from --data (default: the run's data).
+    #[arg(long, value_name = "DIR", conflicts_with = "gradient")]
+    pub gradient_checkpoint: Option<PathBuf>,
+    /// With --gradient-checkpoint: grid points t = j/G (the authors' 100; 2 to 5000).
+    #[arg(long, default_value_t = 100, value_parser = super::args::grid_count, allow_negative_numbers = true)]
+    pub gradient_grid: usize,
+    /// With --gradient-checkpoint: images of the fixed batch, drawn from the data with --seed (1 to 65536).
+    #[arg(long, default_value_t = 8, value_parser = super::args::batch_count, allow_negative_numbers = true)]
+    pub gradient_batch: usize,
+    /// With --gradient-checkpoint: the parameters whose gradients are compared.
+    #[arg(long, value_enum, default_value_t = GradParamsArg::Shared)]
+    pub gradient_params: GradParamsArg,
+    /// With --gradient-checkpoint: use the EMA weights.
+    #[arg(long)]
+    pub gradient_ema: bool,
     /// Algorithm 2: write the similarity matrix (G x G float64 .npy) for later runs. Written through a temporary file; an existing symlink, FIFO or device here is refused, not replaced.
     #[arg(long, value_name = "S.npy")]
     pub save_similarity: Option<PathBuf>,
@@ -156,6 +181,9 @@ pub enum Outcome {
         start_indices: Vec<usize>,
         /// The DP's cost at the optimum.
         objective_value: f64,
+        /// The gradient baseline computed from a checkpoint: how, and the matrix.
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        gradient: Option<GradientRun>,
     },
     /// Algorithm 1 (t1, t2).
     Algorithm1 {
@@ -182,6 +210,25 @@ pub enum Outcome {
         /// First grid index of each stage after the first.
         start_indices: Vec<usize>,
     },
+}
+
+/// How a gradient-affinity matrix was computed from a checkpoint.
+#[derive(Debug, Serialize)]
+pub struct GradientRun {
+    pub checkpoint: PathBuf,
+    /// The checkpoint's training step.
+    pub step: u64,
+    pub ema: bool,
+    pub data: String,
+    /// Images of the fixed batch.
+    pub batch: usize,
+    pub parameters: String,
+    /// Length of each flattened gradient.
+    pub n_params: usize,
+    /// The grid t_j = j/G and each point's network noise level (t, sigma or step).
+    pub grid: Vec<f64>,
+    pub levels: Vec<f64>,
+    pub similarity: Vec<Vec<f64>>,
 }
 
 /// The data and criterion of an optimal-denoiser run.
@@ -284,14 +331,23 @@ pub fn report(args: &ClusterArgs) -> anyhow::Result<ClusterReport> {
         .unwrap_or_default()
         .to_string();
     let start = Instant::now();
+    if args.gradient_checkpoint.is_some() && args.method != Method::Gradient {
+        bail!("--gradient-checkpoint belongs to --method gradient");
+    }
     let (boundaries, samples, outcome) = match args.method {
         Method::Timestep | Method::Snr | Method::Gradient => {
+            let mut gradient_run = None;
             let res = match args.method {
                 Method::Timestep => timestep_baseline(args.baseline_grid, args.stages)?,
                 Method::Snr => snr_baseline(axis.as_ref(), args.baseline_grid, args.stages)?,
+                _ if args.gradient_checkpoint.is_some() => {
+                    let (res, run) = gradient_from_checkpoint(args)?;
+                    gradient_run = Some(run);
+                    res
+                }
                 _ => {
                     let Some(path) = &args.gradient else {
-                        bail!("--method gradient needs --gradient A.npy (the G x G task-affinity matrix)");
+                        bail!("--method gradient needs --gradient A.npy (the G x G task-affinity matrix) or --gradient-checkpoint DIR (a trained network)");
                     };
                     let (a, _) = crate::npy::read_matrix(path).context("--gradient")?;
                     if a.nrows() > super::args::MAX_GRID {
@@ -310,6 +366,7 @@ pub fn report(args: &ClusterArgs) -> anyhow::Result<ClusterReport> {
             let outcome = Outcome::Baseline {
                 start_indices: res.start_indices,
                 objective_value: res.objective,
+                gradient: gradient_run,
             };
             (res.boundaries, None, outcome)
         }
@@ -331,6 +388,110 @@ pub fn report(args: &ClusterArgs) -> anyhow::Result<ClusterReport> {
         seconds: start.elapsed().as_secs_f64(),
         outcome,
     })
+}
+
+/// The gradient baseline from a checkpoint: the fixed batch from --data (or the run's data), the gradient
+/// similarity matrix on t = j/G (`msd_accel::train::grad_similarity`), then the authors' DP.
+fn gradient_from_checkpoint(
+    args: &ClusterArgs,
+) -> anyhow::Result<(
+    crate::reference::cluster::baselines::BaselineResult,
+    GradientRun,
+)> {
+    use crate::accel::train::grad_similarity::{self, ParamSet};
+    use crate::accel::train::{checkpoint, LossFamily};
+    use crate::reference::cluster::baselines::baseline_grid;
+    let dir = args
+        .gradient_checkpoint
+        .as_ref()
+        .expect("checked by the caller");
+    let g = args.gradient_grid;
+    if 2 * args.stages > g {
+        bail!(
+            "--gradient-grid {g}: the authors' DP needs at least 2 points per stage ({} for --stages {})",
+            2 * args.stages,
+            args.stages
+        );
+    }
+    if let Some(p) = &args.save_similarity {
+        crate::output::check(p).context("--save-similarity")?;
+    }
+    let ck = super::sample_checkpoint::resolve_checkpoint(dir).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            e.to_string()
+                .replace("--checkpoint", "--gradient-checkpoint")
+        )
+    })?;
+    let device = candle_core::Device::Cpu;
+    let state = checkpoint::read_state(&ck)?;
+    let net = checkpoint::load_model(&ck, args.gradient_ema, &device)?;
+    // The data: --data, else the data the run was trained on (run.json beside checkpoints/).
+    let (spec, ds) = if args.data.data.is_some() {
+        let (spec, ds) = args.data.load()?;
+        (spec.to_string(), ds)
+    } else {
+        let run_json = ck
+            .parent()
+            .and_then(|p| p.parent())
+            .map(|r| r.join("run.json"))
+            .filter(|p| p.exists())
+            .with_context(|| {
+                format!(
+                    "--gradient-checkpoint {}: not inside a run directory; give --data",
+                    dir.display()
+                )
+            })?;
+        let info: checkpoint::RunInfo = serde_json::from_str(
+            &std::fs::read_to_string(&run_json)
+                .with_context(|| format!("cannot read {}", run_json.display()))?,
+        )
+        .with_context(|| format!("{} is corrupt", run_json.display()))?;
+        let mut data = args.data.clone();
+        data.data = Some(info.data.clone());
+        data.limit = data.limit.or(info.limit);
+        let (_, ds) = data.load()?;
+        (info.data, ds)
+    };
+    let x = crate::runs::prepare(&ds, net.config(), &device)?;
+    let (x0, eps) = grad_similarity::fixed_batch(&x, args.gradient_batch, args.seed)?;
+    let fam = LossFamily::for_config(net.config(), &state.train.loss);
+    let set = match args.gradient_params {
+        GradParamsArg::Shared => ParamSet::Shared,
+        GradParamsArg::All => ParamSet::All,
+    };
+    let grid = baseline_grid(g);
+    let pb = progress_bar(g, "gradients");
+    let sim =
+        grad_similarity::gradient_similarity(&net, &fam, &x0, &eps, &grid, set, |_| pb.inc(1))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "--gradient-checkpoint {}: {}",
+                    ck.display(),
+                    e.to_string()
+                        .replace("use all parameters", "use --gradient-params all")
+                )
+            })?;
+    pb.finish_and_clear();
+    let a = ndarray::Array2::from_shape_vec((g, g), sim.matrix.clone()).expect("G x G");
+    let res = gradient_baseline(a.view(), args.stages)?;
+    // Written only after the segmentation succeeded; `--gradient FILE` reads it back.
+    if let Some(p) = &args.save_similarity {
+        crate::npy::write_f64(p, &a).context("--save-similarity")?;
+    }
+    let run = GradientRun {
+        checkpoint: ck,
+        step: state.step,
+        ema: args.gradient_ema,
+        data: spec,
+        batch: x0.dims()[0],
+        parameters: format!("{:?}", args.gradient_params).to_lowercase(),
+        n_params: sim.params,
+        similarity: a.outer_iter().map(|r| r.to_vec()).collect(),
+        grid,
+        levels: sim.levels,
+    };
+    Ok((res, run))
 }
 
 /// Boundaries, number of draws and outcome of an optimal-denoiser run.
@@ -512,6 +673,21 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
         Outcome::Algorithm1 { run, .. } => (Some(1), Some(run)),
         Outcome::Algorithm2 { run, .. } => (Some(2), run.as_ref()),
     };
+    if let Outcome::Baseline {
+        gradient: Some(g), ..
+    } = &r.outcome
+    {
+        outln!(
+            "  gradients of {} at step {} ({} {} parameters, {} images of {}, {} grid points)",
+            g.checkpoint.display(),
+            g.step,
+            g.n_params,
+            g.parameters,
+            g.batch,
+            g.data,
+            g.grid.len()
+        );
+    }
     if let Some(a) = algorithm {
         match run {
             Some(d) => outln!(

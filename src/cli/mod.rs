@@ -21,6 +21,7 @@ mod args;
 mod cluster;
 mod cluster_plot;
 mod denoise;
+mod eval_checkpoint;
 mod fid;
 mod model_info;
 mod plan;
@@ -37,6 +38,7 @@ use clap::{Parser, Subcommand};
 pub use args::{Backend, DataArgs, DeviceArg};
 pub use cluster::ClusterArgs;
 pub use denoise::DenoiseArgs;
+pub use eval_checkpoint::EvalArgs;
 pub use fid::{FidArgs, FidStatsArgs};
 pub use model_info::{plan_nfe_per_stage_from_json, ModelInfoArgs};
 pub use plan::{PlanArgs, PlanCmdArgs};
@@ -86,8 +88,11 @@ pub enum Command {
     Cluster(ClusterArgs),
     /// Train a multistage U-Net (presets for Fashion-MNIST), with resumable checkpoints and sample grids.
     Train(TrainArgs),
-    /// Plot a training run's loss per stage against steps and training FLOPs (SVG).
+    /// Plot a training run's loss per stage against steps and training FLOPs (SVG or PNG).
     PlotMetrics(PlotMetricsArgs),
+    /// Sample a trained network and score it against reference data (FID-style distance, precision,
+    /// recall, NFE and GFLOPs of sampling); appends the result to the run's metrics.jsonl.
+    Eval(EvalArgs),
 }
 
 /// Runs one parsed command line.
@@ -220,6 +225,7 @@ fn run_command(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(args) => cluster::run(&args),
         Command::Train(args) => train::run(&args),
         Command::PlotMetrics(args) => plot_metrics::run(&args),
+        Command::Eval(args) => eval_checkpoint::run(&args),
     }
 }
 

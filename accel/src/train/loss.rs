@@ -187,22 +187,29 @@ impl LossFamily {
 }
 
 /// Per-sample losses [B] of a batch of clean images `x0` [B, C, H, W] with noise `eps` (same shape) at the
-/// per-sample `levels`, through `net` in training mode (dropout from `rng`; per-sample routing).
+/// per-sample `levels`, through `net` in training mode (dropout from `rng`; per-sample routing), or in
+/// evaluation mode (no dropout) when `rng` is None.
 pub fn per_sample_loss(
     fam: &LossFamily,
     net: &MultistageUNet,
     x0: &Tensor,
     eps: &Tensor,
     levels: &[f64],
-    rng: &Mutex<StdRng>,
+    rng: Option<&Mutex<StdRng>>,
 ) -> crate::unet::Result<Tensor> {
     let dev = x0.device();
     let (a, s): (Vec<f64>, Vec<f64>) = levels.iter().map(|&l| fam.alpha_sigma(l)).unzip();
     let xt =
         (x0.broadcast_mul(&per_sample(&a, dev)?)? + eps.broadcast_mul(&per_sample(&s, dev)?)?)?;
     let (out, target) = match fam {
-        LossFamily::Edm { .. } => (edm_denoise(net, &xt, levels, Some(rng))?, x0.clone()),
-        _ => (net.forward_train(&xt, levels, rng)?, eps.clone()),
+        LossFamily::Edm { .. } => (edm_denoise(net, &xt, levels, rng)?, x0.clone()),
+        _ => (
+            match rng {
+                Some(r) => net.forward_train(&xt, levels, r)?,
+                None => net.forward(&xt, levels)?,
+            },
+            eps.clone(),
+        ),
     };
     let w: Vec<f64> = levels.iter().map(|&l| fam.weight(l)).collect();
     let sq = (out - target)?.sqr()?.flatten_from(1)?.mean(1)?;

@@ -1,9 +1,11 @@
 //! Training multistage U-Nets: losses per family ([`loss`]), stage schedules ([`stages`]), Adam/AdamW with
 //! saveable state ([`optim`]), the weight EMA ([`ema`]), atomic checkpoints ([`checkpoint`]) and the loop
-//! ([`trainer`]). The on-disk layout of a run is documented in [`checkpoint`].
+//! ([`trainer`]); and the gradient similarity across noise levels of a trained network
+//! ([`grad_similarity`]). The on-disk layout of a run is documented in [`checkpoint`].
 
 pub mod checkpoint;
 pub mod ema;
+pub mod grad_similarity;
 pub mod loss;
 pub mod optim;
 pub mod stages;

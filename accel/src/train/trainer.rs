@@ -308,7 +308,8 @@ impl Trainer {
                     .map(|_| rng.sample::<f64, _>(StandardNormal) as f32)
                     .collect();
                 let eps = Tensor::from_vec(eps, shape.clone(), x0.device())?;
-                let per = per_sample_loss(&self.family, &self.net, &x0, &eps, &levels, &drop_rng)?;
+                let per =
+                    per_sample_loss(&self.family, &self.net, &x0, &eps, &levels, Some(&drop_rng))?;
                 let vals = per.to_vec1::<f32>()?;
                 for (&level, &val) in levels.iter().zip(&vals) {
                     // Log by the stage the network really routed the sample to.

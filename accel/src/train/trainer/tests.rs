@@ -218,7 +218,7 @@ fn check_loss(preset_name: &str, levels: Vec<f64>, seed: u64) -> Result<(), Test
         .collect();
     let eps = Tensor::from_vec(ev.clone(), (b, 1, 32, 32), &Device::Cpu).unwrap();
     let drop = || Mutex::new(StdRng::seed_from_u64(seed + 2));
-    let got = per_sample_loss(&fam, &net, &x0, &eps, &levels, &drop())
+    let got = per_sample_loss(&fam, &net, &x0, &eps, &levels, Some(&drop()))
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
