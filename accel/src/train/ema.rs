@@ -107,7 +107,7 @@ mod tests {
     fn shadow_does_not_record_ops() {
         let v = Var::from_vec(vec![1.0f32, 2.0], 2, &Device::Cpu).unwrap();
         let mut e = Ema::new(&[("w".into(), v.clone())]).unwrap();
-        e.update(&[v.clone()], 0.5).unwrap();
+        e.update(std::slice::from_ref(&v), 0.5).unwrap();
         e.update(&[v], 0.5).unwrap();
         assert!(!e.tensors()[0].track_op());
     }
