@@ -18,8 +18,10 @@ rm -rf demo/run
 $msd train --preset fmnist-ncsnpp-multistage --data fashion-mnist --out demo/run --steps "$steps" \
   --batch 32 --sample-every 0 --checkpoint-every 100
 $msd sample --checkpoint demo/run --ema --num 36 --seed 1 --nfe 20 --out demo/samples.npy --grid demo/samples.png
-$msd plot-metrics demo/run --out demo/loss.svg
-echo "   run: demo/run (checkpoints, metrics.jsonl), grid: demo/samples.png, loss plot: demo/loss.svg"
+$msd plot-metrics demo/run --out demo/loss.png
+echo "== Scoring 200 samples against 2000 test images (built-in Fashion-MNIST features; logged to metrics.jsonl)"
+$msd eval --checkpoint demo/run --ema --nfe 20 --num 200 --ref fashion-mnist:test --ref-limit 2000 --features fmnist
+echo "   run: demo/run (checkpoints, metrics.jsonl), grid: demo/samples.png, loss plot: demo/loss.png"
 echo "== The paper's split points t1 = 0.4420, t2 = 0.6308 (VP-linear) and their VE/EDM sigmas"
 for t in 0.4420 0.6308; do $msd schedule --schedule vp-linear --t $t; done
 echo "== The optimal denoiser on synthetic data"
@@ -38,4 +40,4 @@ $msd plan --solver dpm-solver --order 3 --method singlestep --skip logsnr --nfe 
 head -c 300 demo/plan.json; echo " ..."
 echo "== The CIFAR-10 NCSN++ multistage U-Net, its cost weighted by that plan's NFE split"
 $msd model-info --preset cifar10-ncsnpp-multistage --plan demo/plan.json
-echo "== Done: demo/ holds the trained run (demo/run), its sample grid (samples.png), loss plot (loss.svg), the denoiser outputs (eps_ref.npy f64, eps_accel.npy candle f32), alg1.svg, plan.json."
+echo "== Done: demo/ holds the trained run (demo/run), its sample grid (samples.png), loss plot (loss.png), the denoiser outputs (eps_ref.npy f64, eps_accel.npy candle f32), alg1.svg, plan.json."
