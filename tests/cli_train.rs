@@ -1,14 +1,20 @@
 //! `msd train`, `msd sample --checkpoint` and `msd plot-metrics` end to end, on a tiny preset and 8
 //! Fashion-MNIST images (the tests skip when the dataset is not installed).
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use common::{assert_clean_error as clean_error, Run, MEM_LIMIT};
+
+/// Runs `msd ARGS` under the shared harness's memory limit; training and sampling get a longer wall-clock
+/// limit than the harness default (CI runs the tests in parallel on 2 cores).
 fn msd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_msd"))
-        .args(args)
+    Run::new(args)
+        .limits(MEM_LIMIT, Duration::from_secs(600))
         .output()
-        .expect("run msd")
 }
 
 fn ok(o: &Output) {
@@ -17,19 +23,6 @@ fn ok(o: &Output) {
         "msd failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-/// A failed run with one error line mentioning `needle`.
-fn clean_error(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!o.status.success(), "expected failure: {err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("internal error"),
-        "{err}"
-    );
-    assert!(err.starts_with("error: "), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains(needle), "{needle:?} not in: {err}");
 }
 
 fn have_fmnist() -> bool {
