@@ -7,6 +7,7 @@
 #   MSD_THROUGHPUT_PRESETS=fmnist-ncsnpp-multistage MSD_THROUGHPUT_SCHEDULES="random mixed" \
 #   MSD_THROUGHPUT_BATCH=16 scripts/train-throughput.sh 20
 #   MSD_THROUGHPUT_PROFILE=dev MSD_THROUGHPUT_BATCH=4 scripts/train-throughput.sh 3   # smoke test of the script
+#   MSD_BIN=target/release/msd scripts/train-throughput.sh                              # an existing binary
 #
 # steps/s and images/s come from the run's metrics.jsonl: the step time msd measures around each optimiser step
 # (data, forward, backward, Adam, EMA), from the end of step 1 to the end of the last step, so start-up, data
@@ -34,7 +35,10 @@ if [ ! -x /usr/bin/time ]; then
 fi
 # MSD_THROUGHPUT_PROFILE=dev measures the dev build instead (dependencies at opt-level 3, msd's crates at 1):
 # quicker to build where no release build exists, slower to run.
-if [ "${MSD_THROUGHPUT_PROFILE:-release}" = dev ]; then
+# MSD_BIN=PATH measures an already built binary (no build).
+if [ -n "${MSD_BIN:-}" ]; then
+    msd=$MSD_BIN
+elif [ "${MSD_THROUGHPUT_PROFILE:-release}" = dev ]; then
     cargo build --bin msd
     msd=target/debug/msd
 else
