@@ -279,8 +279,7 @@ fn eval_scores_a_checkpoint_and_logs_it() {
         msd(&a)
     };
     let o = eval(&["--ref", &rspec, "--json"]);
-    ok(&o);
-    let printed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let printed = common::json(&o);
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
     assert_eq!(printed, last);
@@ -323,8 +322,7 @@ fn eval_scores_a_checkpoint_and_logs_it() {
     assert!((last["sampling_gflops"].as_f64().unwrap() - 5.0 * got).abs() <= 1e-9 * got);
     // The same seed gives the same samples, hence the same distance.
     let o = eval(&["--ref", &rspec, "--json", "--no-log"]);
-    ok(&o);
-    let again: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let again = common::json(&o);
     assert_eq!(again["fid"], last["fid"]);
     assert_eq!(
         std::fs::read_to_string(run.join("metrics.jsonl"))
@@ -344,8 +342,7 @@ fn eval_scores_a_checkpoint_and_logs_it() {
         &fspec,
     ]));
     let o = eval(&["--ref", st.to_str().unwrap(), "--json", "--no-log"]);
-    ok(&o);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = common::json(&o);
     let (a, b) = (v["fid"].as_f64().unwrap(), last["fid"].as_f64().unwrap());
     assert!((a - b).abs() <= 1e-9 * b.max(1.0), "{a} vs {b}");
     assert!(v["precision"].is_null() && v["ref_n"].is_null());
@@ -444,6 +441,13 @@ fn plot_metrics_writes_a_png() {
     );
 }
 
+/// `msd cluster --method gradient ARGS`.
+fn gradient_cluster(args: &[&str]) -> Output {
+    let mut a = vec!["cluster", "--method", "gradient"];
+    a.extend_from_slice(args);
+    msd(&a)
+}
+
 #[test]
 #[allow(clippy::needless_range_loop)] // index pairs (i, j) and (j, i) of the matrix
 fn gradient_clustering_from_a_checkpoint() {
@@ -455,10 +459,7 @@ fn gradient_clustering_from_a_checkpoint() {
     tiny_run(&run, &data);
     let r = run.to_str().unwrap();
     let saved = t.join("a.npy");
-    let o = msd(&[
-        "cluster",
-        "--method",
-        "gradient",
+    let o = gradient_cluster(&[
         "--gradient-checkpoint",
         r,
         "--gradient-grid",
@@ -473,8 +474,7 @@ fn gradient_clustering_from_a_checkpoint() {
         saved.to_str().unwrap(),
         "--json",
     ]);
-    ok(&o);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = common::json(&o);
     assert_eq!(v["outcome"], "baseline");
     assert_eq!(v["step"], 2);
     assert_eq!(v["batch"], 2);
@@ -517,25 +517,18 @@ fn gradient_clustering_from_a_checkpoint() {
             assert!((a[[i, j]] - s[i][j]).abs() <= 1e-15, "{i} {j}");
         }
     }
-    let o = msd(&[
-        "cluster",
-        "--method",
-        "gradient",
+    let o = gradient_cluster(&[
         "--gradient",
         saved.to_str().unwrap(),
         "--stages",
         "3",
         "--json",
     ]);
-    ok(&o);
-    let w: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let w = common::json(&o);
     assert_eq!(w["boundaries"], v["boundaries"]);
     assert!(w.get("similarity").is_none());
     // The same seed draws the same batch: the same matrix.
-    let o = msd(&[
-        "cluster",
-        "--method",
-        "gradient",
+    let o = gradient_cluster(&[
         "--gradient-checkpoint",
         r,
         "--gradient-grid",
@@ -546,26 +539,16 @@ fn gradient_clustering_from_a_checkpoint() {
         "4",
         "--json",
     ]);
-    ok(&o);
-    let again: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let again = common::json(&o);
     assert_eq!(again["similarity"], v["similarity"]);
 
     // Bad input: one line each.
     clean_error(
-        &msd(&[
-            "cluster",
-            "--method",
-            "gradient",
-            "--gradient-checkpoint",
-            t.join("nope").to_str().unwrap(),
-        ]),
+        &gradient_cluster(&["--gradient-checkpoint", t.join("nope").to_str().unwrap()]),
         "--gradient-checkpoint",
     );
     clean_error(
-        &msd(&[
-            "cluster",
-            "--method",
-            "gradient",
+        &gradient_cluster(&[
             "--gradient-checkpoint",
             r,
             "--gradient",
@@ -574,15 +557,7 @@ fn gradient_clustering_from_a_checkpoint() {
         "cannot be used with",
     );
     clean_error(
-        &msd(&[
-            "cluster",
-            "--method",
-            "gradient",
-            "--gradient-checkpoint",
-            r,
-            "--gradient-grid",
-            "5",
-        ]),
+        &gradient_cluster(&["--gradient-checkpoint", r, "--gradient-grid", "5"]),
         "--gradient-grid 5",
     );
     clean_error(
