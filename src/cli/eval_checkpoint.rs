@@ -166,6 +166,10 @@ fn image_side(
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let start = Instant::now();
+    // Checked before the checkpoint is loaded: nothing can be scored without a feature network.
+    let Some(fspec) = &args.features else {
+        bail!("--features is required: the samples are scored through a feature network (fmnist, fmnist:CKPT.safetensors or inception:WEIGHTS.safetensors)");
+    };
     let sampler = CheckpointSampler::open(
         &args.checkpoint,
         args.ema,
@@ -174,9 +178,6 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         args.num,
         args.batch,
     )?;
-    let Some(fspec) = &args.features else {
-        bail!("--features is required: the samples are scored through a feature network (fmnist:CKPT.safetensors or inception:WEIGHTS.safetensors)");
-    };
     let ex = load_extractor(&args.features, &sampler.device)?.expect("given");
     let spec = &args.reference;
     let mut input = eval::resolve(spec).context("--ref")?;
