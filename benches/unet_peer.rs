@@ -3,7 +3,9 @@
 //!
 //! A training step is: forward of one stage in training mode (dropout on), ε-MSE loss, backward,
 //! global-norm gradient clipping to 1.0, one Adam update (candle-nn's AdamW with weight decay 0) of that
-//! stage's parameters. A forward pass is the evaluation-mode forward of one stage.
+//! stage's parameters. A forward pass is the evaluation-mode forward of one stage through the model's frozen
+//! view (`MultistageUNet::frozen`: no graph recorded, the counterpart of the peer's `torch.no_grad()`; the
+//! view is what sampling and evaluation use).
 //!
 //! Three ways to run it:
 //! - `cargo bench --bench unet_peer`: criterion timings of the small configs (`benches/peer/configs/`)
@@ -107,6 +109,7 @@ fn time_in_stage(cfg: &UNetConfig, k: usize) -> f64 {
 /// The model, an input batch, its times, the noise target, and the stage's trainable variables.
 struct Setup {
     model: MultistageUNet,
+    frozen: MultistageUNet,
     x: Tensor,
     t: Vec<f64>,
     eps: Tensor,
@@ -142,6 +145,7 @@ impl Setup {
             },
         )?;
         Ok(Setup {
+            frozen: model.frozen()?,
             model,
             x,
             t,
@@ -154,7 +158,7 @@ impl Setup {
     }
 
     fn forward(&self) -> Result<Tensor> {
-        Ok(self.model.forward_stage(&self.x, &self.t, self.stage)?)
+        Ok(self.frozen.forward_stage(&self.x, &self.t, self.stage)?)
     }
 
     /// Forward (training mode), ε-MSE, backward, clip to global norm 1.0, Adam. Returns the loss.

@@ -57,7 +57,7 @@ extern "C" {
 }
 
 /// Whether the products are split over the rayon pool (OpenBLAS single-threaded), set up once.
-fn rayon_split() -> bool {
+pub(crate) fn rayon_split() -> bool {
     static SPLIT: OnceLock<bool> = OnceLock::new();
     *SPLIT.get_or_init(|| {
         let split = std::env::var("MSD_GEMM_THREADS").as_deref() != Ok("blas");
@@ -157,6 +157,21 @@ pub(crate) trait Gemm: Sized + Copy {
         beta: Self,
         c: &mut [Self],
     ) -> candle_core::Result<()>;
+
+    /// [`Gemm::gemm`] as one call on the calling thread, never split: for callers that are themselves one
+    /// of many parallel tasks.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_serial(
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[Self],
+        b: &[Self],
+        beta: Self,
+        c: &mut [Self],
+    ) -> candle_core::Result<()>;
 }
 
 fn check(m: usize, n: usize, k: usize, la: usize, lb: usize, lc: usize) -> candle_core::Result<()> {
@@ -179,6 +194,10 @@ impl<T: RawGemm> Gemm for T {
         beta: T,
         c: &mut [T],
     ) -> candle_core::Result<()> {
+        let threads = rayon::current_num_threads();
+        if !rayon_split() || threads < 2 || m * n * k < SPLIT_MIN_MACS {
+            return T::gemm_serial(ta, tb, m, n, k, a, b, beta, c);
+        }
         check(m, n, k, a.len(), b.len(), c.len())?;
         if m == 0 || n == 0 {
             return Ok(());
@@ -188,28 +207,6 @@ impl<T: RawGemm> Gemm for T {
             return Ok(());
         }
         let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
-        let threads = rayon::current_num_threads();
-        if !rayon_split() || threads < 2 || m * n * k < SPLIT_MIN_MACS {
-            // SAFETY: the sizes were checked above against the slices' lengths, and the leading dimensions
-            // are those of dense row-major matrices of these shapes.
-            unsafe {
-                T::raw(
-                    ta,
-                    tb,
-                    m,
-                    n,
-                    k,
-                    a.as_ptr(),
-                    lda,
-                    b.as_ptr(),
-                    ldb,
-                    beta,
-                    c.as_mut_ptr(),
-                    n,
-                )
-            };
-            return Ok(());
-        }
         // Blocks of whole rows of C (rows of op(A)) or of whole columns (columns of op(B)), whichever
         // dimension is longer; twice as many blocks as threads so that a thread that got descheduled on a
         // busy machine does not hold up the rest.
@@ -263,6 +260,47 @@ impl<T: RawGemm> Gemm for T {
                 }
             }
         });
+        Ok(())
+    }
+
+    fn gemm_serial(
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[T],
+        b: &[T],
+        beta: T,
+        c: &mut [T],
+    ) -> candle_core::Result<()> {
+        check(m, n, k, a.len(), b.len(), c.len())?;
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        if k == 0 {
+            c.iter_mut().for_each(|v| *v = *v * beta);
+            return Ok(());
+        }
+        let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
+        // SAFETY: the sizes were checked above against the slices' lengths, and the leading dimensions are
+        // those of dense row-major matrices of these shapes.
+        unsafe {
+            T::raw(
+                ta,
+                tb,
+                m,
+                n,
+                k,
+                a.as_ptr(),
+                lda,
+                b.as_ptr(),
+                ldb,
+                beta,
+                c.as_mut_ptr(),
+                n,
+            )
+        };
         Ok(())
     }
 }

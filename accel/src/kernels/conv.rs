@@ -4,18 +4,34 @@
 //! column `(b, oy, ox)` the input pixel `x[b, ci, oy·s + ky − p, ox·s + kx − p]` (0 in the padding). Then
 //! forward: `Y = W·cols` (`W` is the weight as `[Cout × K]`); weight gradient: `dW = dY·colsᵀ`; input
 //! gradient: `dcols = Wᵀ·dY`, scattered back onto the input by col2im (the adjoint of im2col). `Y`/`dY`
-//! are `[Cout × N]`, i.e. the NCHW output with batch and channel swapped; the permutation is a copy. The
-//! batch is processed in chunks so that `cols` stays bounded in memory (and in cache-friendly sizes).
+//! are `[Cout × N]`, i.e. the NCHW output with batch and channel swapped; the permutation is a copy.
+//!
+//! Two ways to spread the work over the threads:
+//! - **batch-parallel** (the usual case: at least as many tasks as threads): each rayon task takes whole
+//!   batch elements (enough for ≥ 256 GEMM columns) through im2col and one single-threaded GEMM, writing
+//!   its part of the output directly (one element: `W·cols` is already its `[Cout × HoWo]` plane); the
+//!   weight gradient sums per-thread partial products. A task's columns stay in cache and no thread waits
+//!   for another between im2col and the GEMM.
+//! - **chunked** (small batches): the batch in chunks bounded in memory, im2col rows in parallel, then one
+//!   GEMM split over the threads (`blas.rs`).
+//!
+//! For stride 1 (and square kernels with `pad < k`) the input gradient is the forward convolution of `dY`
+//! with the flipped, transposed kernel (padding `k − 1 − pad`), so it takes the same fast path instead of
+//! `Wᵀ·dY` (inner dimension only `Cout`, an output `k²` times larger) followed by col2im.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::blas;
 use super::scratch::Scratch;
 use super::{applies, same_dtype, slice, Real};
 
 /// Most elements of one chunk's columns matrix (32 MB in f32).
 const COLS_LIMIT: usize = 1 << 23;
+
+/// Least GEMM columns (`n·HoWo`) of one task of the batch-parallel path.
+const TASK_COLS: usize = 256;
 
 /// Shapes of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,43 +113,69 @@ impl Geom {
         (lo.min(hi), hi)
     }
 
-    /// Fills `cols[K × n·HoWo]` from batch elements `b0..b0+n` of `x`.
-    fn im2col<T: Real>(&self, x: &[T], b0: usize, n: usize, cols: &mut [T]) {
-        let (hw, hwo, nc) = (self.h * self.w, self.hwo(), n * self.hwo());
-        let (xlo, xhi) = (0..self.kw).map(|kx| self.valid(kx, self.w, self.wo)).fold(
-            (Vec::new(), Vec::new()),
-            |(mut a, mut b), (l, h)| {
-                a.push(l);
-                b.push(h);
-                (a, b)
-            },
+    /// Per kernel column `kx`, the output columns `[lo, hi)` that read inside the input row.
+    fn col_ranges(&self) -> Vec<(usize, usize)> {
+        (0..self.kw)
+            .map(|kx| self.valid(kx, self.w, self.wo))
+            .collect()
+    }
+
+    /// Row `r = (c, ky, kx)` of the columns matrix of batch elements `b0..b0+n` (`row`: `n·HoWo` values).
+    fn im2col_row<T: Real>(
+        &self,
+        x: &[T],
+        b0: usize,
+        r: usize,
+        row: &mut [T],
+        ranges: &[(usize, usize)],
+    ) {
+        let (hw, hwo) = (self.h * self.w, self.hwo());
+        let (c, ky, kx) = (
+            r / (self.kh * self.kw),
+            (r / self.kw) % self.kh,
+            r % self.kw,
         );
-        cols.par_chunks_mut(nc).enumerate().for_each(|(r, row)| {
-            let (c, ky, kx) = (
-                r / (self.kh * self.kw),
-                (r / self.kw) % self.kh,
-                r % self.kw,
-            );
-            let (lo, hi) = (xlo[kx], xhi[kx]);
-            for bi in 0..n {
-                let plane = &x[((b0 + bi) * self.ci + c) * hw..][..hw];
-                let out = &mut row[bi * hwo..][..hwo];
-                for oy in 0..self.ho {
-                    let o = &mut out[oy * self.wo..][..self.wo];
-                    let iy = (oy * self.stride + ky) as isize - self.pad as isize;
-                    if iy < 0 || iy >= self.h as isize {
-                        o.fill(T::zero());
-                        continue;
-                    }
-                    let src = &plane[iy as usize * self.w..][..self.w];
-                    o[..lo].fill(T::zero());
-                    o[hi..].fill(T::zero());
-                    for (ox, v) in o.iter_mut().enumerate().take(hi).skip(lo) {
-                        *v = src[ox * self.stride + kx - self.pad];
+        let (lo, hi) = ranges[kx];
+        for (bi, out) in row.chunks_exact_mut(hwo).enumerate() {
+            let plane = &x[((b0 + bi) * self.ci + c) * hw..][..hw];
+            for oy in 0..self.ho {
+                let o = &mut out[oy * self.wo..][..self.wo];
+                let iy = (oy * self.stride + ky) as isize - self.pad as isize;
+                if iy < 0 || iy >= self.h as isize {
+                    o.fill(T::zero());
+                    continue;
+                }
+                let src = &plane[iy as usize * self.w..][..self.w];
+                o[..lo].fill(T::zero());
+                o[hi..].fill(T::zero());
+                if lo < hi {
+                    // Input columns of outputs lo..hi: (lo·s + kx − p) + s·(0..hi − lo), all in range.
+                    let first = lo * self.stride + kx - self.pad;
+                    if self.stride == 1 {
+                        o[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+                    } else {
+                        let taken = src[first..].iter().step_by(self.stride);
+                        o[lo..hi].iter_mut().zip(taken).for_each(|(v, s)| *v = *s);
                     }
                 }
             }
-        });
+        }
+    }
+
+    /// Fills `cols[K × n·HoWo]` from batch elements `b0..b0+n` of `x`, rows in parallel.
+    fn im2col<T: Real>(&self, x: &[T], b0: usize, n: usize, cols: &mut [T]) {
+        let ranges = self.col_ranges();
+        cols.par_chunks_mut(n * self.hwo())
+            .enumerate()
+            .for_each(|(r, row)| self.im2col_row(x, b0, r, row, &ranges));
+    }
+
+    /// [`Self::im2col`] on the calling thread.
+    fn im2col_serial<T: Real>(&self, x: &[T], b0: usize, n: usize, cols: &mut [T]) {
+        let ranges = self.col_ranges();
+        for (r, row) in cols.chunks_exact_mut(n * self.hwo()).enumerate() {
+            self.im2col_row(x, b0, r, row, &ranges);
+        }
     }
 
     /// Adds the adjoint of im2col of `cols[K × n·HoWo]` to `dx`, the `n` batch elements' input gradient.
@@ -151,10 +193,18 @@ impl Geom {
                         if iy < 0 || iy >= self.h as isize {
                             continue;
                         }
+                        if lo >= hi {
+                            continue;
+                        }
                         let dst = &mut plane[iy as usize * self.w..][..self.w];
-                        let src = &row[oy * self.wo..][..self.wo];
-                        for ox in lo..hi {
-                            dst[ox * self.stride + kx - self.pad] += src[ox];
+                        let src = &row[oy * self.wo..][lo..hi];
+                        let first = lo * self.stride + kx - self.pad;
+                        if self.stride == 1 {
+                            let dst = &mut dst[first..first + hi - lo];
+                            dst.iter_mut().zip(src).for_each(|(d, s)| *d += *s);
+                        } else {
+                            let dst = dst[first..].iter_mut().step_by(self.stride);
+                            dst.zip(src).for_each(|(d, s)| *d += *s);
                         }
                     }
                 }
@@ -190,9 +240,101 @@ impl Geom {
             });
     }
 
+    /// Batch elements per task of the batch-parallel path: enough that a task's GEMM has ≥ 256 columns.
+    fn per_task(&self) -> usize {
+        TASK_COLS
+            .div_ceil(self.hwo().max(1))
+            .clamp(1, self.b.max(1))
+    }
+
+    /// Whether to run the batch-parallel path: each rayon task takes whole batch elements through im2col
+    /// and one single-threaded GEMM straight into its part of the output (no barrier between the two, the
+    /// columns of one task stay in cache, and for one element per task no permutation copy). Used when
+    /// there are at least as many tasks as threads and OpenBLAS is not running its own threads.
+    fn batch_parallel(&self) -> bool {
+        let tasks = self.b.div_ceil(self.per_task());
+        blas::rayon_split()
+            && tasks >= rayon::current_num_threads()
+            && self.k() * self.per_task() * self.hwo() <= COLS_LIMIT
+    }
+
+    /// A 1×1 convolution with stride 1 and no padding: its columns matrix of one batch element is that
+    /// element's input, `[Cin × H·W]`, as stored.
+    fn is_pointwise(&self) -> bool {
+        (self.kh, self.kw, self.stride, self.pad) == (1, 1, 1, 0)
+    }
+
+    /// The columns matrix of batch elements `b0..b0+n`: the input itself for one element of a pointwise
+    /// convolution, else filled into `scratch` by im2col on the calling thread.
+    fn columns<'a, T: Real>(
+        &self,
+        x: &'a [T],
+        b0: usize,
+        n: usize,
+        scratch: &'a mut [T],
+    ) -> &'a [T] {
+        if self.is_pointwise() && n == 1 {
+            let plane = self.ci * self.h * self.w;
+            return &x[b0 * plane..][..plane];
+        }
+        self.im2col_serial(x, b0, n, scratch);
+        scratch
+    }
+
+    /// One task of the batch-parallel forward: batch elements `b0..b0+n` into `y` (their `n·Cout·HoWo`
+    /// outputs).
+    fn forward_task<T: Real>(
+        &self,
+        x: &[T],
+        w: &[T],
+        bias: Option<&[T]>,
+        b0: usize,
+        y: &mut [T],
+    ) -> Result<()> {
+        let (k, hwo, co) = (self.k(), self.hwo(), self.co);
+        let n = y.len() / (co * hwo);
+        let mut scratch = Scratch::<T>::new(if self.is_pointwise() && n == 1 {
+            0
+        } else {
+            k * n * hwo
+        });
+        let cols = self.columns(x, b0, n, &mut scratch);
+        if n == 1 {
+            // y of one element is already [Cout × HoWo]: the GEMM writes it in place, onto the bias.
+            let beta = match bias {
+                Some(b) => {
+                    y.chunks_exact_mut(hwo)
+                        .zip(b)
+                        .for_each(|(row, &v)| row.fill(v));
+                    T::one()
+                }
+                None => T::zero(),
+            };
+            return T::gemm_serial(false, false, co, hwo, k, w, cols, beta, y);
+        }
+        let mut y2 = Scratch::<T>::new(co * n * hwo);
+        T::gemm_serial(false, false, co, n * hwo, k, w, cols, T::zero(), &mut y2)?;
+        for (idx, o) in y.chunks_exact_mut(hwo).enumerate() {
+            let (bi, c) = (idx / co, idx % co);
+            let src = &y2[c * n * hwo + bi * hwo..][..hwo];
+            match bias {
+                Some(b) => o.iter_mut().zip(src).for_each(|(o, v)| *o = *v + b[c]),
+                None => o.copy_from_slice(src),
+            }
+        }
+        Ok(())
+    }
+
     fn forward<T: Real>(&self, x: &[T], w: &[T], bias: Option<&[T]>) -> Result<Vec<T>> {
         let (k, hwo, nb) = (self.k(), self.hwo(), self.chunk());
         let mut y = vec![T::zero(); self.b * self.co * hwo];
+        if self.batch_parallel() {
+            let per = self.per_task();
+            y.par_chunks_mut(per * self.co * hwo)
+                .enumerate()
+                .try_for_each(|(i, yt)| self.forward_task(x, w, bias, i * per, yt))?;
+            return Ok(y);
+        }
         let mut cols = Scratch::<T>::new(k * nb * hwo);
         let mut y2 = Scratch::<T>::new(self.co * nb * hwo);
         for b0 in (0..self.b).step_by(nb) {
@@ -205,7 +347,44 @@ impl Geom {
         Ok(y)
     }
 
+    /// For stride 1 with square kernels and `pad < k`, the input gradient is itself a stride-1 convolution:
+    /// `dx = conv2d(dy, W')` with `W'[ci, co, ky, kx] = W[co, ci, k−1−ky, k−1−kx]` and padding `k − 1 − pad`.
+    /// Its GEMM (`ci × K'` by `K' × n·HW`, `K' = co·k²`) has the forward's good shape, where the general
+    /// path's `Wᵀ·dY` has the short inner dimension `co` and a `co·k²`-times larger output to scatter back.
+    fn as_transposed(&self) -> Option<Geom> {
+        let square = self.kh == self.kw;
+        (self.stride == 1 && square && self.pad < self.kh).then(|| Geom {
+            b: self.b,
+            ci: self.co,
+            h: self.ho,
+            w: self.wo,
+            co: self.ci,
+            kh: self.kh,
+            kw: self.kw,
+            stride: 1,
+            pad: self.kh - 1 - self.pad,
+            ho: self.h,
+            wo: self.w,
+        })
+    }
+
     fn grad_input<T: Real>(&self, dy: &[T], w: &[T]) -> Result<Vec<T>> {
+        if let Some(t) = self.as_transposed() {
+            let (kk, kw) = (self.kh * self.kw, self.kw);
+            let mut wt = vec![T::zero(); w.len()];
+            for co in 0..self.co {
+                for ci in 0..self.ci {
+                    for ky in 0..self.kh {
+                        for kx in 0..kw {
+                            let (fy, fx) = (self.kh - 1 - ky, kw - 1 - kx);
+                            wt[(ci * self.co + co) * kk + fy * kw + fx] =
+                                w[(co * self.ci + ci) * kk + ky * kw + kx];
+                        }
+                    }
+                }
+            }
+            return t.forward(dy, &wt, None);
+        }
         let (k, hwo, nb) = (self.k(), self.hwo(), self.chunk());
         let plane = self.ci * self.h * self.w;
         let mut dx = vec![T::zero(); self.b * plane];
@@ -222,7 +401,54 @@ impl Geom {
     }
 
     /// `dW` (`co·K` values), followed by the bias gradient `Σ dy` per output channel when `bias`.
+    /// The batch-parallel weight gradient: each task adds `dY_t·cols_tᵀ` of its batch elements (and the row
+    /// sums of `dY_t`) into its thread's partial sums, which are added up at the end.
+    fn grad_weight_tasks<T: Real>(&self, x: &[T], dy: &[T], bias: bool) -> Result<Vec<T>> {
+        let (k, hwo, co, per) = (self.k(), self.hwo(), self.co, self.per_task());
+        let zero = || (vec![T::zero(); co * k], vec![0f64; co]);
+        let (dw, db) = (0..self.b.div_ceil(per))
+            .into_par_iter()
+            .try_fold(zero, |(mut dw, mut db), i| -> Result<_> {
+                let (b0, n) = (i * per, per.min(self.b - i * per));
+                let pointwise = self.is_pointwise() && n == 1;
+                let mut scratch = Scratch::<T>::new(if pointwise { 0 } else { k * n * hwo });
+                let cols = self.columns(x, b0, n, &mut scratch);
+                let mut gathered = Scratch::<T>::new(if n == 1 { 0 } else { co * n * hwo });
+                let dy_t: &[T] = if n == 1 {
+                    &dy[b0 * co * hwo..][..co * hwo]
+                } else {
+                    for (c, row) in gathered.chunks_exact_mut(n * hwo).enumerate() {
+                        for bi in 0..n {
+                            row[bi * hwo..][..hwo]
+                                .copy_from_slice(&dy[((b0 + bi) * co + c) * hwo..][..hwo]);
+                        }
+                    }
+                    &gathered
+                };
+                T::gemm_serial(false, true, co, k, n * hwo, dy_t, cols, T::one(), &mut dw)?;
+                if bias {
+                    for (d, row) in db.iter_mut().zip(dy_t.chunks_exact(n * hwo)) {
+                        *d += row.iter().map(|v| v.to_f64()).sum::<f64>();
+                    }
+                }
+                Ok((dw, db))
+            })
+            .try_reduce(zero, |(mut a, mut da), (b, dbb)| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += *b);
+                da.iter_mut().zip(&dbb).for_each(|(a, b)| *a += *b);
+                Ok((a, da))
+            })?;
+        let mut out = dw;
+        if bias {
+            out.extend(db.into_iter().map(T::from_f64));
+        }
+        Ok(out)
+    }
+
     fn grad_weight<T: Real>(&self, x: &[T], dy: &[T], bias: bool) -> Result<Vec<T>> {
+        if self.batch_parallel() {
+            return self.grad_weight_tasks(x, dy, bias);
+        }
         let (k, hwo, nb) = (self.k(), self.hwo(), self.chunk());
         let mut out = vec![T::zero(); self.co * k + if bias { self.co } else { 0 }];
         let (dw, db) = out.split_at_mut(self.co * k);
@@ -575,12 +801,16 @@ mod tests {
             let x = rand_tensor(&[b, ci, h, w], seed, DType::F32, &dev);
             let wt = rand_tensor(&[co, ci, kh, kw], seed + 1, DType::F32, &dev);
             let (got, want) = compare_grads(&[&x, &wt], |t| conv2d(&t[0], &t[1], stride, pad), |t| plain(&t[0], &t[1], stride, pad), seed + 2);
+            // On one thread every batch takes the batch-parallel path (one task for the whole batch here).
+            let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+            let (got1, _) = compare_grads(&[&x, &wt], |t| one.install(|| conv2d(&t[0], &t[1], stride, pad)), |t| plain(&t[0], &t[1], stride, pad), seed + 2);
             // Each output is a sum of K = ci·kh·kw products of |values| ≤ 1 (inputs in [-1, 1]); each gradient
             // entry a sum of at most co·kh·kw (dx) or b·Ho·Wo (dW) such products. Summation error of either
             // order ≤ 2·terms·ε·max|a·b|, plus slack 4 for the two orders' differences.
             let terms = (ci * kh * kw).max(co * kh * kw).max(b * (h + 4) * (w + 4)) as f64;
             let tol = 4.0 * terms * f32::EPSILON as f64;
             assert_close_all(&got, &want, tol);
+            assert_close_all(&got1, &want, tol);
         }
     }
 
@@ -657,6 +887,51 @@ mod tests {
             35,
         );
         assert_close_all(&got, &want, tol);
+    }
+
+    /// The batch-parallel path (one task per element with the GEMM writing the output in place; several
+    /// elements per task with the permutation copies; an uneven last task) and the stride-1 input gradient
+    /// as a transposed convolution, against candle, with and without bias, in pools of 1–3 threads.
+    #[test]
+    fn batch_parallel_paths_match_candle() {
+        let dev = Device::Cpu;
+        // (threads, b, ci, co, h, k, pad): 16² → one element per task; 6² on one thread → all five in one
+        // task; 8² → tasks of 4 and 3 elements on two threads.
+        for &(threads, b, ci, co, h, k, pad) in &[
+            (3, 3, 5, 4, 16, 3, 1),
+            (1, 5, 3, 2, 6, 3, 1),
+            (2, 7, 4, 3, 8, 3, 1),
+            (2, 4, 6, 5, 16, 1, 0),
+        ] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let g = Geom::new((b, ci, h, h), (co, ci, k, k), 1, pad).unwrap();
+            assert!(
+                pool.install(|| g.batch_parallel()),
+                "{threads} threads, batch {b}, {h}²"
+            );
+            assert!(g.as_transposed().is_some());
+            let x = rand_tensor(&[b, ci, h, h], 41, DType::F32, &dev);
+            let wt = rand_tensor(&[co, ci, k, k], 42, DType::F32, &dev);
+            let bs = rand_tensor(&[co], 43, DType::F32, &dev);
+            let (got, want) = compare_grads(
+                &[&x, &wt, &bs],
+                |t| pool.install(|| conv2d_bias(&t[0], &t[1], &t[2], 1, pad)),
+                |t| plain_bias(&t[0], &t[1], &t[2], 1, pad),
+                44,
+            );
+            let tol = 4.0 * (b * (h + 4) * (h + 4)) as f64 * f32::EPSILON as f64;
+            assert_close_all(&got, &want, tol);
+            let (got, want) = compare_grads(
+                &[&x, &wt],
+                |t| pool.install(|| conv2d(&t[0], &t[1], 1, pad)),
+                |t| plain(&t[0], &t[1], 1, pad),
+                45,
+            );
+            assert_close_all(&got, &want, tol);
+        }
     }
 
     #[test]

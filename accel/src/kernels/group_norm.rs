@@ -9,7 +9,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{applies, same_dtype, slice, Real};
+use super::{applies, same_dtype, slice, sum_f64, Real};
 
 #[derive(Debug, Clone, Copy)]
 struct Geom {
@@ -47,8 +47,8 @@ impl Geom {
     /// Mean and `1/sqrt(var + eps)` of one group.
     fn stats<T: Real>(&self, x: &[T]) -> (f64, f64) {
         let m = x.len() as f64;
-        let mean = x.iter().map(|v| v.to_f64()).sum::<f64>() / m;
-        let var = x.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / m;
+        let mean = sum_f64(x, |v| v) / m;
+        let var = sum_f64(x, |v| (v - mean) * (v - mean)) / m;
         (mean, 1.0 / (var + self.eps).sqrt())
     }
 
@@ -64,15 +64,18 @@ impl Geom {
                 let c0 = (bg % self.groups) * cg;
                 for (j, (y, x)) in y.chunks_mut(self.s).zip(x.chunks(self.s)).enumerate() {
                     let (gm, bt) = (gamma[c0 + j].to_f64(), beta[c0 + j].to_f64());
-                    let (a, off) = (gm * r, bt - gm * r * mean);
+                    // Per channel, y = a·x + off with a and off formed in f64 and rounded once; the
+                    // element loop runs in T (vectorised), as candle's composition does.
+                    // (x − μ first: a folded offset −a·μ would cancel badly when |μ| ≫ the spread.)
+                    let (a, off, mu) = (T::from_f64(gm * r), T::from_f64(bt), T::from_f64(mean));
                     if silu {
-                        for (y, x) in y.iter_mut().zip(x) {
-                            let z = a * x.to_f64() + off;
-                            *y = T::from_f64(z / (1.0 + (-z).exp()));
+                        for (y, &x) in y.iter_mut().zip(x) {
+                            let z = a * (x - mu) + off;
+                            *y = z * z.sigmoid();
                         }
                     } else {
-                        for (y, x) in y.iter_mut().zip(x) {
-                            *y = T::from_f64(a * x.to_f64() + off);
+                        for (y, &x) in y.iter_mut().zip(x) {
+                            *y = a * (x - mu) + off;
                         }
                     }
                 }
@@ -105,27 +108,23 @@ impl Geom {
                     .enumerate()
                 {
                     let gm = gamma[c0 + j].to_f64();
-                    let (mut sdy, mut sdyx) = (0.0, 0.0);
-                    if silu {
+                    let (mean_t, r_t) = (T::from_f64(mean), T::from_f64(r));
+                    let dsrc: &[T] = if silu {
                         // The gradient at z, kept in dx (as the plain composition keeps it in a tensor)
-                        // for the second pass.
-                        let bt = beta[c0 + j].to_f64();
-                        for ((x, dy), dz) in x.iter().zip(dy).zip(dz.iter_mut()) {
-                            let xh = (x.to_f64() - mean) * r;
-                            let z = gm * xh + bt;
-                            let sg = 1.0 / (1.0 + (-z).exp());
-                            *dz = T::from_f64(dy.to_f64() * sg * (1.0 + z * (1.0 - sg)));
-                            let d = dz.to_f64();
-                            sdy += d;
-                            sdyx += d * xh;
+                        // for the sums below and the second pass; computed in T (vectorised).
+                        let (gm_t, bt_t) = (T::from_f64(gm), beta[c0 + j]);
+                        let one = T::one();
+                        for ((&x, &dy), dz) in x.iter().zip(dy).zip(dz.iter_mut()) {
+                            let z = gm_t * ((x - mean_t) * r_t) + bt_t;
+                            let sg = z.sigmoid();
+                            *dz = dy * sg * (one + z * (one - sg));
                         }
+                        dz
                     } else {
-                        for (x, dy) in x.iter().zip(dy) {
-                            let (xh, d) = ((x.to_f64() - mean) * r, dy.to_f64());
-                            sdy += d;
-                            sdyx += d * xh;
-                        }
-                    }
+                        dy
+                    };
+                    let sdy = sum_f64(dsrc, |d| d);
+                    let sdyx = sum_pairs_f64(dsrc, x, |d, x| d * ((x - mean) * r));
                     part[j] = (sdyx, sdy);
                     su += gm * sdy;
                     sux += gm * sdyx;
@@ -137,11 +136,19 @@ impl Geom {
                     .zip(dy.chunks(s))
                     .enumerate()
                 {
+                    // dx = r·(γ·d − mu − x̂·mux) = A·d + B·(x − μ) + C per channel, the coefficients
+                    // formed in f64 and rounded once, the element loop in T.
                     let gm = gamma[c0 + j].to_f64();
-                    for ((dx, x), dy) in dx.iter_mut().zip(x).zip(dy) {
-                        let xh = (x.to_f64() - mean) * r;
-                        let d = if silu { dx.to_f64() } else { dy.to_f64() };
-                        *dx = T::from_f64(r * (gm * d - mu - xh * mux));
+                    let (a, b) = (T::from_f64(r * gm), T::from_f64(-r * r * mux));
+                    let (c, mean_t) = (T::from_f64(-r * mu), T::from_f64(mean));
+                    if silu {
+                        for (dx, &x) in dx.iter_mut().zip(x) {
+                            *dx = a * *dx + b * (x - mean_t) + c;
+                        }
+                    } else {
+                        for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                            *dx = a * dy + b * (x - mean_t) + c;
+                        }
                     }
                 }
             });
@@ -156,6 +163,25 @@ impl Geom {
         }
         out
     }
+}
+
+/// `Σ f(a_i, b_i)` in f64 with eight partial sums (see [`sum_f64`]).
+#[inline(always)]
+fn sum_pairs_f64<T: Real>(a: &[T], b: &[T], f: impl Fn(f64, f64) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(a, b)| f(a.to_f64(), b.to_f64()))
+        .sum();
+    for (ca, cb) in ca.zip(cb) {
+        for ((s, a), b) in acc.iter_mut().zip(ca).zip(cb) {
+            *s += f(a.to_f64(), b.to_f64());
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 fn check_affine(g: &Geom, l2: &Layout, l3: &Layout, name: &str) -> Result<()> {

@@ -11,7 +11,11 @@
 //! - [`group_norm`]: GroupNorm forward and backward fused into one pass each (statistics in f64), and
 //!   [`group_norm_silu`], the same followed by SiLU;
 //! - [`fir_down`]/[`fir_up`]/[`fir_blur_pad2`]: the separable `[1,3,3,1]` FIR resampling, each op's
-//!   gradient being its adjoint (the same op with the transpose flag flipped).
+//!   gradient being its adjoint (the same op with the transpose flag flipped);
+//! - [`nearest_up`]/[`box_down`]: 2× nearest-neighbour up-sampling and 2×2 average pooling (DDPM++ and
+//!   LDM), each the other's adjoint up to the gain;
+//! - [`attention`]: dot-product attention over positions (all three families), batch items in parallel,
+//!   GEMMs on OpenBLAS, the weights recomputed in the backward instead of stored.
 //!
 //! Every op supports f32 and f64 (the f64 path is what the finite-difference tests check). On any other
 //! device or dtype, or when the kernels are switched off, the plain candle ops are used, so CUDA builds
@@ -23,10 +27,13 @@
 //! tests and benches compare both paths in one process. The choice is made when an op is recorded: a
 //! backward pass uses the kernels of its forward pass.
 
+pub mod attention;
 mod blas;
 pub mod conv;
 pub mod fir;
 pub mod group_norm;
+mod math;
+pub mod resample;
 mod scratch;
 
 use std::cell::Cell;
@@ -34,9 +41,11 @@ use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
 
+pub use attention::attention;
 pub use conv::{conv2d, conv2d_bias};
 pub use fir::{fir_blur_pad2, fir_down, fir_up};
 pub use group_norm::{group_norm, group_norm_silu};
+pub use resample::{box_down, nearest_up};
 
 thread_local! {
     static OVERRIDE: Cell<Option<bool>> = const { Cell::new(None) };
@@ -78,9 +87,37 @@ fn applies(ts: &[&Tensor]) -> bool {
 }
 
 /// A float type the kernels compute in.
-pub(crate) trait Real: WithDType + blas::Gemm + scratch::Pooled {}
-impl Real for f32 {}
-impl Real for f64 {}
+pub(crate) trait Real: WithDType + blas::Gemm + scratch::Pooled {
+    /// `1/(1 + e^{−x})`: vectorisable in f32 ([`math::sigmoid_f32`]), the standard library's `exp` in f64.
+    fn sigmoid(self) -> Self;
+}
+impl Real for f32 {
+    #[inline(always)]
+    fn sigmoid(self) -> Self {
+        math::sigmoid_f32(self)
+    }
+}
+impl Real for f64 {
+    #[inline(always)]
+    fn sigmoid(self) -> Self {
+        1.0 / (1.0 + (-self).exp())
+    }
+}
+
+/// `Σ f(x_i)` in f64 with eight independent partial sums, so that the loop vectorises (a single running sum
+/// is one long dependency chain; eight also round a little better).
+#[inline(always)]
+pub(crate) fn sum_f64<T: Real>(x: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += f(v.to_f64());
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|v| f(v.to_f64())).sum();
+    acc.iter().sum::<f64>() + tail
+}
 
 /// The contiguous data of a custom op's argument.
 fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {

@@ -7,7 +7,7 @@
 
 use std::sync::Mutex;
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Result, Tensor};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -376,27 +376,14 @@ pub fn fir_cost(c: usize, ho: usize, wo: usize) -> u64 {
     macs_of(&[16, c, ho, wo])
 }
 
-/// Nearest-neighbour ×2 upsampling by broadcast + reshape (EDM's `[1,1]` transposed filter and LDM's
-/// `F.interpolate(nearest)` are both this).
-pub fn nearest_up(x: &Tensor) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    x.reshape((b, c, h, 1, w, 1))?
-        .broadcast_as((b, c, h, 2, w, 2))?
-        .reshape((b, c, 2 * h, 2 * w))
-}
+// Nearest-neighbour ×2 up-sampling (EDM's `[1,1]` transposed filter and LDM's `F.interpolate(nearest)` are
+// both this) and EDM's `[1,1]` box-filter down-sampling (2×2 average pooling) live with their fast kernel;
+// they fall back to candle's broadcast copy and `avg_pool2d` when the kernels are off.
+pub use crate::kernels::{box_down, nearest_up};
 
-/// EDM's `[1,1]` box-filter downsampling: 2×2 average pooling.
-pub fn box_down(x: &Tensor) -> Result<Tensor> {
-    x.avg_pool2d(2)
-}
-
-/// Multi-head dot-product attention over positions. `q`, `k`, `v`: `[B·heads, C', T]`. Returns `[B·heads, C', T]`.
-/// `scale` multiplies the logits.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
-    let logits = (q.t()?.contiguous()?.matmul(&k.contiguous()?)? * scale)?; // [N, Tq, Tk]
-    let w = candle_nn::ops::softmax(&logits, D::Minus1)?;
-    v.contiguous()?.matmul(&w.t()?)
-}
+// Multi-head dot-product attention over positions (`q`, `k`, `v`: `[B·heads, C', T]`, `scale` multiplies the
+// logits) lives with its fused kernel; candle's matmul/softmax composition when the kernels are off.
+pub use crate::kernels::attention;
 
 /// MACs of attention over `t` positions with `c` total channels (QKᵀ and AV).
 pub fn attention_cost(c: usize, t: usize) -> u64 {

@@ -119,6 +119,13 @@ impl MultistageUNet {
         Self::build(config, ParamStore::shapes_only())
     }
 
+    /// The same network without gradient tracking, for sampling and evaluation: its weights are detached
+    /// views of this model's variables (shared storage, no copy), so a forward pass records no ops and
+    /// frees each activation as soon as it is used, as PyTorch's `no_grad` does. Cheap to build.
+    pub fn frozen(&self) -> Result<Self> {
+        Self::build(&self.config, ParamStore::frozen(&self.store))
+    }
+
     fn build(config: &UNetConfig, store: ParamStore) -> Result<Self> {
         config.validate().map_err(UNetError::Config)?;
         let n = config.num_stages();

@@ -49,6 +49,9 @@ impl Param {
 struct Inner {
     params: Vec<Param>,
     rng: Option<StdRng>,
+    /// Frozen mode: the parameters of the model this one views, in construction order (see
+    /// [`ParamStore::frozen`]).
+    source: Option<Vec<Param>>,
     device: Device,
 }
 
@@ -94,6 +97,7 @@ impl ParamStore {
             inner: Arc::new(Mutex::new(Inner {
                 params: Vec::new(),
                 rng: Some(StdRng::seed_from_u64(seed)),
+                source: None,
                 device: device.clone(),
             })),
         }
@@ -105,17 +109,36 @@ impl ParamStore {
             inner: Arc::new(Mutex::new(Inner {
                 params: Vec::new(),
                 rng: None,
+                source: None,
                 device: Device::Cpu,
             })),
         }
     }
 
+    /// A no-grad view of `source`'s parameters: building the same model again hands out each parameter as a
+    /// detached tensor sharing the variable's storage (no copy; later `Var::set`s show through), so candle
+    /// records no ops on them and a forward pass keeps no graph of activations. The recorded `Param`s keep
+    /// the original variables, for names and weight I/O; training through this view gets no gradients.
+    pub fn frozen(source: &ParamStore) -> Self {
+        let inner = source.inner.lock().expect("parameter store lock");
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                params: Vec::new(),
+                rng: None,
+                source: Some(inner.params.clone()),
+                device: inner.device.clone(),
+            })),
+        }
+    }
+
+    /// Whether the parameters hold values (a trainable store or a frozen view of one).
     pub fn is_real(&self) -> bool {
-        self.inner
-            .lock()
-            .expect("parameter store lock")
-            .rng
-            .is_some()
+        let inner = self.inner.lock().expect("parameter store lock");
+        inner.rng.is_some()
+            || inner
+                .source
+                .as_ref()
+                .is_some_and(|s| s.iter().all(|p| p.var.is_some()))
     }
 
     pub fn device(&self) -> Device {
@@ -171,6 +194,22 @@ impl ParamStore {
             candle_core::bail!("duplicate parameter name {name}");
         }
         let device = inner.device.clone();
+        if let Some(source) = &inner.source {
+            // Same config, same construction order: the i-th request is the source's i-th parameter.
+            let i = inner.params.len();
+            let p = match source.get(i) {
+                Some(p) if p.name == name && p.shape == shape => p.clone(),
+                _ => candle_core::bail!(
+                    "frozen view: parameter {i} ({name} {shape:?}) does not match the source model"
+                ),
+            };
+            let tensor = match &p.var {
+                Some(v) => v.as_tensor().detach(),
+                None => Tensor::zeros((), DType::F32, &Device::Cpu)?.broadcast_as(shape)?,
+            };
+            inner.params.push(p);
+            return Ok(tensor);
+        }
         let (tensor, var) = match inner.rng.as_mut() {
             None => {
                 let t = Tensor::zeros((), DType::F32, &Device::Cpu)?.broadcast_as(shape)?;

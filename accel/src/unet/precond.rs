@@ -57,6 +57,8 @@ pub fn edm_denoise(
 /// A trained U-Net as a sampler model (see the module docs for the mapping per family).
 pub struct UNetSamplerModel<'a> {
     pub net: &'a MultistageUNet,
+    /// `net` without gradient tracking (see [`MultistageUNet::frozen`]): what the sampler evaluates.
+    frozen: MultistageUNet,
     /// The plan's time axis, to read the network input of NCSN++ and LDM from [`EvalPoint::t`].
     pub axis: TimeAxis,
     /// Evaluations per stage, counted as the sampler runs (a stage's count grows by one per call that
@@ -88,6 +90,7 @@ impl<'a> UNetSamplerModel<'a> {
         }
         Ok(Self {
             net,
+            frozen: net.frozen()?,
             axis,
             nfe_per_stage: vec![0; net.num_stages()],
         })
@@ -127,24 +130,23 @@ impl TensorModel for UNetSamplerModel<'_> {
             Family::Ddpmpp(_) => {
                 let s = at.sigma / at.alpha;
                 let xs = x.affine(1.0 / at.alpha, 0.0)?;
-                let d = edm_denoise(self.net, &xs, &ts, None).map_err(map)?;
+                let d = edm_denoise(&self.frozen, &xs, &ts, None).map_err(map)?;
                 Ok::<Tensor, AccelError>(match want {
                     Want::X0 => d,
                     Want::Eps => ((xs - d)?.affine(1.0 / s, 0.0))?,
                 })
             }
             _ => {
-                let eps = self.net.forward(x, &ts).map_err(map)?;
+                let eps = self.frozen.forward(x, &ts).map_err(map)?;
                 Ok(match want {
                     Want::Eps => eps,
                     Want::X0 => ((x - eps.affine(at.sigma, 0.0)?)?.affine(1.0 / at.alpha, 0.0))?,
                 })
             }
         };
-        // The weights are trainable variables, so candle records every op of the forward pass for a
-        // backward that sampling never runs; the sampler keeps several outputs alive across steps, and each
-        // would pin its whole graph of activations (measured: 36 images at 32x32 grew to 6-10 GB).
-        // Detaching drops the graph as soon as the evaluation returns.
+        // The frozen network records no ops, so its outputs carry no graph; the input `x` might (a caller's
+        // own tensor), and the sampler keeps several outputs alive across steps: detach so none can pin a
+        // graph of activations (measured before the frozen view: 36 images at 32x32 grew to 6-10 GB).
         out.map(|t: Tensor| t.detach())
     }
 }

@@ -629,6 +629,44 @@ fn config_toml_round_trip() {
     .is_err());
 }
 
+/// The frozen view computes the same routed output bit for bit, records no ops (so a forward keeps no
+/// graph), and sees later updates of the variables (shared storage, not a copy).
+#[test]
+fn frozen_view_matches_and_records_nothing() {
+    for (name, fam) in [
+        ("tiny-ncsnpp-multistage", "ncsnpp"),
+        ("tiny-ddpmpp-multistage", "ddpmpp"),
+        ("tiny-ldm-multistage", "ldm"),
+    ] {
+        let m = tiny(name, 7);
+        let f = m.frozen().unwrap();
+        let x = input(8, 3);
+        let t = mixed_times(fam);
+        let want = m.forward(&x, &t).unwrap();
+        assert!(
+            want.track_op(),
+            "{name}: the trainable model records its forward"
+        );
+        let got = f.forward(&x, &t).unwrap();
+        assert!(!got.track_op(), "{name}: the frozen view recorded ops");
+        assert_eq!(max_abs_diff(&got, &want), 0.0, "{name}");
+        // Move every variable; the view follows.
+        for v in m.store().vars() {
+            v.set(&v.as_tensor().affine(0.5, 0.01).unwrap()).unwrap();
+        }
+        let moved = m.forward(&x, &t).unwrap();
+        assert!(
+            max_abs_diff(&moved, &want) > 1e-3,
+            "{name}: the update changed nothing"
+        );
+        assert_eq!(
+            max_abs_diff(&f.forward(&x, &t).unwrap(), &moved),
+            0.0,
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn init_is_the_authors() {
     let m = MultistageUNet::new(&preset("tiny-ncsnpp-unified").unwrap(), &dev(), 1).unwrap();
