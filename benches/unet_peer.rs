@@ -242,6 +242,8 @@ fn peer_case(spec: &str, out: Option<String>) -> Result<()> {
         "min_s": sorted[0],
         "max_rss_kb": max_rss_kb(),
         "threads": candle_core::utils::get_num_threads(),
+        // Which OpenBLAS kernel set ran the GEMMs (`OPENBLAS_CORETYPE` or OpenBLAS's own detection).
+        "blas_core": msd::accel::kernels::blas::core_name(),
     });
     match out {
         Some(p) => std::fs::write(&p, json.to_string()).with_context(|| format!("writing {p}"))?,
@@ -293,6 +295,8 @@ fn smoke() -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // The `msd` binary's process settings (see `msd::runtime`), so that the timings are msd's.
+    msd::runtime::configure();
     if let Ok(spec) = std::env::var("MSD_PEER_CASE") {
         return peer_case(&spec, std::env::var("MSD_PEER_OUT").ok());
     }

@@ -9,6 +9,7 @@
 //! - [`stats`]: `mu`/`sigma` statistics `.npz` files (pytorch-fid / clean-fid compatible).
 //! - [`limits`]: bounded reading of input files (sizes checked before allocating, documented ceilings).
 //! - [`output`]: output files written through a temporary file, never left half-written.
+//! - [`runtime`]: process-wide allocator and thread settings of the `msd` binary.
 //! - [`cli`]: the `msd` command line.
 
 // See reference/src/lib.rs: every artifact must link OpenBLAS.
@@ -25,4 +26,5 @@ pub mod limits;
 pub mod npy;
 pub mod output;
 pub mod runs;
+pub mod runtime;
 pub mod stats;

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before anything else: allocator and candle thread settings (see `msd::runtime`).
+    msd::runtime::configure();
     // Rust ignores SIGPIPE, so `msd plan --json | head` would panic on the closed pipe; a command-line
     // tool should simply stop, as other Unix tools do.
     #[cfg(unix)]

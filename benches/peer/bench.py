@@ -218,6 +218,12 @@ def run(a):
         lines.append(f"| {r['case']} | {fmt_s(r['msd'])} | {fmt_s(r['torch'])} | {r['ratio']} | "
                      f"{gflops(r['msd'], r['flops'])} | {gflops(r['torch'], r['flops'])} | {rss(r['msd'])} | "
                      f"{rss(r['torch'])} |")
+    # Which OpenBLAS kernel set ran msd's GEMMs (OPENBLAS_CORETYPE or OpenBLAS's own CPU detection): on
+    # AVX-512 CPUs an old OpenBLAS may fall back to its AVX2 set, about half the SGEMM rate.
+    cores = sorted({r["msd"]["blas_core"] for r in rows if r["msd"].get("blas_core")})
+    if cores:
+        lines.append("")
+        lines.append(f"msd's OpenBLAS kernel set: {', '.join(cores)}")
     table = "\n".join(lines)
     print()
     print(table)

@@ -22,6 +22,7 @@ const TRANS: c_int = 112;
 #[link(name = "openblas")]
 extern "C" {
     fn openblas_set_num_threads(n: c_int);
+    fn openblas_get_corename() -> *const std::os::raw::c_char;
     fn cblas_sgemm(
         order: c_int,
         ta: c_int,
@@ -54,6 +55,20 @@ extern "C" {
         c: *mut f64,
         ldc: c_int,
     );
+}
+
+/// The name of the CPU kernel set OpenBLAS chose when it loaded (e.g. `Haswell`, `SkylakeX`; a
+/// `DYNAMIC_ARCH` build picks it from the CPU, or from `OPENBLAS_CORETYPE`).
+pub fn core_name() -> String {
+    // SAFETY: OpenBLAS returns a pointer to a static NUL-terminated string (never null in the builds we
+    // link; checked anyway).
+    unsafe {
+        let p = openblas_get_corename();
+        if p.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
 }
 
 /// Whether the products are split over the rayon pool (OpenBLAS single-threaded), set up once.

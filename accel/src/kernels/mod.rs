@@ -28,7 +28,7 @@
 //! backward pass uses the kernels of its forward pass.
 
 pub mod attention;
-mod blas;
+pub mod blas;
 pub mod conv;
 pub mod fir;
 pub mod group_norm;
