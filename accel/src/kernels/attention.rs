@@ -10,6 +10,7 @@
 //! With `P = softmax_rows(s·QᵀK)` (`T × T`, row `i` = query position `i`) and `O = V·Pᵀ`:
 //! `dV = dO·P`, `dP = dOᵀ·V`, `dL = P ⊙ (dP − rowsum(P ⊙ dP))`, `dQ = s·K·dLᵀ`, `dK = s·Q·dL`.
 
+use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -92,28 +93,8 @@ impl CustomOp3 for Attention {
         lv: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, t) = dims3(self.name(), &[lq, lk, lv])?;
-        let name = self.name();
-        let out = match (sq, sk, sv) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(self.run(
-                    slice::<f32>(sq, lq, name)?,
-                    slice(sk, lk, name)?,
-                    slice(sv, lv, name)?,
-                    c,
-                    t,
-                )?)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(self.run(
-                    slice::<f64>(sq, lq, name)?,
-                    slice(sk, lk, name)?,
-                    slice(sv, lv, name)?,
-                    c,
-                    t,
-                )?)
-            }
-            _ => candle_core::bail!("attention: q, k, v must all be f32 or all f64"),
-        };
+        let out = by_dtype3!(((sq, lq), (sk, lk), (sv, lv)), self.name(), |q, k, v| self
+            .run(q, k, v, c, t)?);
         Ok((out, Shape::from((n, c, t))))
     }
 
@@ -199,21 +180,8 @@ impl CustomOp2 for AttentionGrad {
                 "{name}: shapes {a:?} and {b:?} do not fit [N, 3C, T], [N, C, T]"
             ),
         };
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(self.run(
-                slice::<f32>(s1, l1, name)?,
-                slice(s2, l2, name)?,
-                c,
-                t,
-            )?),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(self.run(
-                slice::<f64>(s1, l1, name)?,
-                slice(s2, l2, name)?,
-                c,
-                t,
-            )?),
-            _ => candle_core::bail!("{name}: inputs must both be f32 or both f64"),
-        };
+        let out = by_dtype!(s1, l1, s2, l2, name, |qkv, d_out| self
+            .run(qkv, d_out, c, t)?);
         Ok((out, Shape::from((n, 3 * c, t))))
     }
 }

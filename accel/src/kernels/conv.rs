@@ -483,30 +483,6 @@ fn dims4(l: &Layout, what: &str) -> Result<(usize, usize, usize, usize)> {
     }
 }
 
-/// Dispatches a kernel over the storage's float type.
-macro_rules! by_dtype {
-    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $name:expr, |$a:ident, $b:ident| $body:expr) => {
-        match ($s1, $s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let $a = slice::<f32>($s1, $l1, $name)?;
-                let $b = slice::<f32>($s2, $l2, $name)?;
-                CpuStorage::F32($body)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let $a = slice::<f64>($s1, $l1, $name)?;
-                let $b = slice::<f64>($s2, $l2, $name)?;
-                CpuStorage::F64($body)
-            }
-            (a, b) => candle_core::bail!(
-                "{}: unsupported dtypes {:?} and {:?} (f32 or f64, both the same)",
-                $name,
-                a.dtype(),
-                b.dtype()
-            ),
-        }
-    };
-}
-
 /// `conv2d(x, w)`.
 struct Conv2d {
     stride: usize,
@@ -645,23 +621,8 @@ impl CustomOp3 for Conv2dBias {
                 g.co
             );
         }
-        let name = self.name();
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let (x, w) = (slice::<f32>(s1, l1, name)?, slice::<f32>(s2, l2, name)?);
-                CpuStorage::F32(g.forward(x, w, Some(slice::<f32>(s3, l3, name)?))?)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let (x, w) = (slice::<f64>(s1, l1, name)?, slice::<f64>(s2, l2, name)?);
-                CpuStorage::F64(g.forward(x, w, Some(slice::<f64>(s3, l3, name)?))?)
-            }
-            (a, b, c) => candle_core::bail!(
-                "{name}: unsupported dtypes {:?}, {:?}, {:?} (f32 or f64, all the same)",
-                a.dtype(),
-                b.dtype(),
-                c.dtype()
-            ),
-        };
+        let out = by_dtype3!(((s1, l1), (s2, l2), (s3, l3)), self.name(), |x, w, b| g
+            .forward(x, w, Some(b))?);
         Ok((out, Shape::from((g.b, g.co, g.ho, g.wo))))
     }
 

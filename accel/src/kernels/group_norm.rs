@@ -197,37 +197,6 @@ fn check_affine(g: &Geom, l2: &Layout, l3: &Layout, name: &str) -> Result<()> {
     Ok(())
 }
 
-macro_rules! by_dtype3 {
-    ($s:expr, $name:expr, |$a:ident, $b:ident, $c:ident| $body:expr) => {{
-        let ((s1, l1), (s2, l2), (s3, l3)) = $s;
-        match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let ($a, $b, $c) = (
-                    slice::<f32>(s1, l1, $name)?,
-                    slice::<f32>(s2, l2, $name)?,
-                    slice::<f32>(s3, l3, $name)?,
-                );
-                CpuStorage::F32($body)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let ($a, $b, $c) = (
-                    slice::<f64>(s1, l1, $name)?,
-                    slice::<f64>(s2, l2, $name)?,
-                    slice::<f64>(s3, l3, $name)?,
-                );
-                CpuStorage::F64($body)
-            }
-            (a, b, c) => candle_core::bail!(
-                "{}: unsupported dtypes {:?}, {:?}, {:?} (f32 or f64, all the same)",
-                $name,
-                a.dtype(),
-                b.dtype(),
-                c.dtype()
-            ),
-        }
-    }};
-}
-
 /// `group_norm(x, γ, β)`, followed by SiLU when `silu`.
 struct GroupNorm {
     groups: usize,

@@ -27,6 +27,63 @@
 //! tests and benches compare both paths in one process. The choice is made when an op is recorded: a
 //! backward pass uses the kernels of its forward pass.
 
+// The dtype dispatch of the custom ops' `cpu_fwd` (textually before the modules that use them).
+/// Dispatches a kernel over the storage's float type.
+macro_rules! by_dtype {
+    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $name:expr, |$a:ident, $b:ident| $body:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let $a = slice::<f32>($s1, $l1, $name)?;
+                let $b = slice::<f32>($s2, $l2, $name)?;
+                CpuStorage::F32($body)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let $a = slice::<f64>($s1, $l1, $name)?;
+                let $b = slice::<f64>($s2, $l2, $name)?;
+                CpuStorage::F64($body)
+            }
+            (a, b) => candle_core::bail!(
+                "{}: unsupported dtypes {:?} and {:?} (f32 or f64, both the same)",
+                $name,
+                a.dtype(),
+                b.dtype()
+            ),
+        }
+    };
+}
+
+/// [`by_dtype!`] for three inputs.
+macro_rules! by_dtype3 {
+    ($s:expr, $name:expr, |$a:ident, $b:ident, $c:ident| $body:expr) => {{
+        let ((s1, l1), (s2, l2), (s3, l3)) = $s;
+        match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let ($a, $b, $c) = (
+                    slice::<f32>(s1, l1, $name)?,
+                    slice::<f32>(s2, l2, $name)?,
+                    slice::<f32>(s3, l3, $name)?,
+                );
+                CpuStorage::F32($body)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let ($a, $b, $c) = (
+                    slice::<f64>(s1, l1, $name)?,
+                    slice::<f64>(s2, l2, $name)?,
+                    slice::<f64>(s3, l3, $name)?,
+                );
+                CpuStorage::F64($body)
+            }
+            (a, b, c) => candle_core::bail!(
+                "{}: unsupported dtypes {:?}, {:?}, {:?} (f32 or f64, all the same)",
+                $name,
+                a.dtype(),
+                b.dtype(),
+                c.dtype()
+            ),
+        }
+    }};
+}
+
 pub mod attention;
 pub mod blas;
 pub mod conv;
