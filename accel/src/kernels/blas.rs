@@ -213,14 +213,8 @@ impl<T: RawGemm> Gemm for T {
         if !rayon_split() || threads < 2 || m * n * k < SPLIT_MIN_MACS {
             return T::gemm_serial(ta, tb, m, n, k, a, b, beta, c);
         }
+        // Split only from SPLIT_MIN_MACS on, so m, n and k are all positive here.
         check(m, n, k, a.len(), b.len(), c.len())?;
-        if m == 0 || n == 0 {
-            return Ok(());
-        }
-        if k == 0 {
-            c.iter_mut().for_each(|v| *v = *v * beta);
-            return Ok(());
-        }
         let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
         // Blocks of whole rows of C (rows of op(A)) or of whole columns (columns of op(B)), whichever
         // dimension is longer; twice as many blocks as threads so that a thread that got descheduled on a

@@ -214,13 +214,17 @@ impl Geom {
 
     /// `[Cout × n·HoWo]` from batch elements `b0..b0+n` of an NCHW output-shaped tensor.
     fn gather<T: Real>(&self, y: &[T], b0: usize, n: usize, y2: &mut [T]) {
+        y2.par_chunks_mut(n * self.hwo())
+            .enumerate()
+            .for_each(|(c, row)| self.gather_row(y, b0, c, row));
+    }
+
+    /// Row `c` of [`Self::gather`]: channel `c` of the batch elements from `b0` on, one after the other.
+    fn gather_row<T: Real>(&self, y: &[T], b0: usize, c: usize, row: &mut [T]) {
         let hwo = self.hwo();
-        y2.par_chunks_mut(n * hwo).enumerate().for_each(|(c, row)| {
-            for bi in 0..n {
-                row[bi * hwo..][..hwo]
-                    .copy_from_slice(&y[((b0 + bi) * self.co + c) * hwo..][..hwo]);
-            }
-        });
+        for (bi, dst) in row.chunks_exact_mut(hwo).enumerate() {
+            dst.copy_from_slice(&y[((b0 + bi) * self.co + c) * hwo..][..hwo]);
+        }
     }
 
     /// The inverse of [`Self::gather`]: writes `y2` (plus the channel's bias, if any) into batch elements
@@ -230,14 +234,26 @@ impl Geom {
         y[b0 * self.co * hwo..][..n * self.co * hwo]
             .par_chunks_mut(hwo)
             .enumerate()
-            .for_each(|(idx, o)| {
-                let (bi, c) = (idx / self.co, idx % self.co);
-                let src = &y2[c * n * hwo + bi * hwo..][..hwo];
-                match bias {
-                    Some(b) => o.iter_mut().zip(src).for_each(|(o, v)| *o = *v + b[c]),
-                    None => o.copy_from_slice(src),
-                }
-            });
+            .for_each(|(idx, o)| self.scatter_plane(y2, n, idx, bias, o));
+    }
+
+    /// Plane `idx` (batch element `idx / Cout`, channel `idx % Cout`, counted from the chunk's first
+    /// element) of [`Self::scatter`].
+    fn scatter_plane<T: Real>(
+        &self,
+        y2: &[T],
+        n: usize,
+        idx: usize,
+        bias: Option<&[T]>,
+        o: &mut [T],
+    ) {
+        let hwo = self.hwo();
+        let (bi, c) = (idx / self.co, idx % self.co);
+        let src = &y2[c * n * hwo + bi * hwo..][..hwo];
+        match bias {
+            Some(b) => o.iter_mut().zip(src).for_each(|(o, v)| *o = *v + b[c]),
+            None => o.copy_from_slice(src),
+        }
     }
 
     /// Batch elements per task of the batch-parallel path: enough that a task's GEMM has ≥ 256 columns.
@@ -262,6 +278,15 @@ impl Geom {
     /// element's input, `[Cin × H·W]`, as stored.
     fn is_pointwise(&self) -> bool {
         (self.kh, self.kw, self.stride, self.pad) == (1, 1, 1, 0)
+    }
+
+    /// Scratch elements [`Self::columns`] needs for `n` batch elements (none when it reads the input).
+    fn columns_len(&self, n: usize) -> usize {
+        if self.is_pointwise() && n == 1 {
+            0
+        } else {
+            self.k() * n * self.hwo()
+        }
     }
 
     /// The columns matrix of batch elements `b0..b0+n`: the input itself for one element of a pointwise
@@ -293,11 +318,7 @@ impl Geom {
     ) -> Result<()> {
         let (k, hwo, co) = (self.k(), self.hwo(), self.co);
         let n = y.len() / (co * hwo);
-        let mut scratch = Scratch::<T>::new(if self.is_pointwise() && n == 1 {
-            0
-        } else {
-            k * n * hwo
-        });
+        let mut scratch = Scratch::<T>::new(self.columns_len(n));
         let cols = self.columns(x, b0, n, &mut scratch);
         if n == 1 {
             // y of one element is already [Cout × HoWo]: the GEMM writes it in place, onto the bias.
@@ -315,12 +336,7 @@ impl Geom {
         let mut y2 = Scratch::<T>::new(co * n * hwo);
         T::gemm_serial(false, false, co, n * hwo, k, w, cols, T::zero(), &mut y2)?;
         for (idx, o) in y.chunks_exact_mut(hwo).enumerate() {
-            let (bi, c) = (idx / co, idx % co);
-            let src = &y2[c * n * hwo + bi * hwo..][..hwo];
-            match bias {
-                Some(b) => o.iter_mut().zip(src).for_each(|(o, v)| *o = *v + b[c]),
-                None => o.copy_from_slice(src),
-            }
+            self.scatter_plane(&y2, n, idx, bias, o);
         }
         Ok(())
     }
@@ -400,7 +416,6 @@ impl Geom {
         Ok(dx)
     }
 
-    /// `dW` (`co·K` values), followed by the bias gradient `Σ dy` per output channel when `bias`.
     /// The batch-parallel weight gradient: each task adds `dY_t·cols_tᵀ` of its batch elements (and the row
     /// sums of `dY_t`) into its thread's partial sums, which are added up at the end.
     fn grad_weight_tasks<T: Real>(&self, x: &[T], dy: &[T], bias: bool) -> Result<Vec<T>> {
@@ -410,18 +425,14 @@ impl Geom {
             .into_par_iter()
             .try_fold(zero, |(mut dw, mut db), i| -> Result<_> {
                 let (b0, n) = (i * per, per.min(self.b - i * per));
-                let pointwise = self.is_pointwise() && n == 1;
-                let mut scratch = Scratch::<T>::new(if pointwise { 0 } else { k * n * hwo });
+                let mut scratch = Scratch::<T>::new(self.columns_len(n));
                 let cols = self.columns(x, b0, n, &mut scratch);
                 let mut gathered = Scratch::<T>::new(if n == 1 { 0 } else { co * n * hwo });
                 let dy_t: &[T] = if n == 1 {
                     &dy[b0 * co * hwo..][..co * hwo]
                 } else {
                     for (c, row) in gathered.chunks_exact_mut(n * hwo).enumerate() {
-                        for bi in 0..n {
-                            row[bi * hwo..][..hwo]
-                                .copy_from_slice(&dy[((b0 + bi) * co + c) * hwo..][..hwo]);
-                        }
+                        self.gather_row(dy, b0, c, row);
                     }
                     &gathered
                 };
@@ -445,6 +456,7 @@ impl Geom {
         Ok(out)
     }
 
+    /// `dW` (`co·K` values), followed by the bias gradient `Σ dy` per output channel when `bias`.
     fn grad_weight<T: Real>(&self, x: &[T], dy: &[T], bias: bool) -> Result<Vec<T>> {
         if self.batch_parallel() {
             return self.grad_weight_tasks(x, dy, bias);

@@ -9,7 +9,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{applies, same_dtype, slice, sum_f64, Real};
+use super::{applies, same_dtype, slice, sum_f64, sum_pairs_f64, Real};
 
 #[derive(Debug, Clone, Copy)]
 struct Geom {
@@ -61,13 +61,14 @@ impl Geom {
             .enumerate()
             .for_each(|(bg, (y, x))| {
                 let (mean, r) = self.stats(x);
+                let mu = T::from_f64(mean);
                 let c0 = (bg % self.groups) * cg;
                 for (j, (y, x)) in y.chunks_mut(self.s).zip(x.chunks(self.s)).enumerate() {
                     let (gm, bt) = (gamma[c0 + j].to_f64(), beta[c0 + j].to_f64());
                     // Per channel, y = a·x + off with a and off formed in f64 and rounded once; the
                     // element loop runs in T (vectorised), as candle's composition does.
                     // (x − μ first: a folded offset −a·μ would cancel badly when |μ| ≫ the spread.)
-                    let (a, off, mu) = (T::from_f64(gm * r), T::from_f64(bt), T::from_f64(mean));
+                    let (a, off) = (T::from_f64(gm * r), T::from_f64(bt));
                     if silu {
                         for (y, &x) in y.iter_mut().zip(x) {
                             let z = a * (x - mu) + off;
@@ -99,6 +100,7 @@ impl Geom {
             .enumerate()
             .for_each(|(bg, ((dx, (x, dy)), part))| {
                 let (mean, r) = self.stats(x);
+                let (mean_t, r_t) = (T::from_f64(mean), T::from_f64(r));
                 let c0 = (bg % self.groups) * cg;
                 let (mut su, mut sux) = (0.0, 0.0);
                 for (j, ((x, dy), dz)) in x
@@ -108,7 +110,6 @@ impl Geom {
                     .enumerate()
                 {
                     let gm = gamma[c0 + j].to_f64();
-                    let (mean_t, r_t) = (T::from_f64(mean), T::from_f64(r));
                     let dsrc: &[T] = if silu {
                         // The gradient at z, kept in dx (as the plain composition keeps it in a tensor)
                         // for the sums below and the second pass; computed in T (vectorised).
@@ -140,7 +141,7 @@ impl Geom {
                     // formed in f64 and rounded once, the element loop in T.
                     let gm = gamma[c0 + j].to_f64();
                     let (a, b) = (T::from_f64(r * gm), T::from_f64(-r * r * mux));
-                    let (c, mean_t) = (T::from_f64(-r * mu), T::from_f64(mean));
+                    let c = T::from_f64(-r * mu);
                     if silu {
                         for (dx, &x) in dx.iter_mut().zip(x) {
                             *dx = a * *dx + b * (x - mean_t) + c;
@@ -163,25 +164,6 @@ impl Geom {
         }
         out
     }
-}
-
-/// `Σ f(a_i, b_i)` in f64 with eight partial sums (see [`sum_f64`]).
-#[inline(always)]
-fn sum_pairs_f64<T: Real>(a: &[T], b: &[T], f: impl Fn(f64, f64) -> f64) -> f64 {
-    let mut acc = [0f64; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(a, b)| f(a.to_f64(), b.to_f64()))
-        .sum();
-    for (ca, cb) in ca.zip(cb) {
-        for ((s, a), b) in acc.iter_mut().zip(ca).zip(cb) {
-            *s += f(a.to_f64(), b.to_f64());
-        }
-    }
-    acc.iter().sum::<f64>() + tail
 }
 
 fn check_affine(g: &Geom, l2: &Layout, l3: &Layout, name: &str) -> Result<()> {

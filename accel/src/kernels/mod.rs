@@ -165,14 +165,25 @@ impl Real for f64 {
 /// is one long dependency chain; eight also round a little better).
 #[inline(always)]
 pub(crate) fn sum_f64<T: Real>(x: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    sum_pairs_f64(x, x, |v, _| f(v))
+}
+
+/// `Σ f(a_i, b_i)` in f64 with eight partial sums (see [`sum_f64`]).
+#[inline(always)]
+pub(crate) fn sum_pairs_f64<T: Real>(a: &[T], b: &[T], f: impl Fn(f64, f64) -> f64) -> f64 {
     let mut acc = [0f64; 8];
-    let mut chunks = x.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += f(v.to_f64());
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(a, b)| f(a.to_f64(), b.to_f64()))
+        .sum();
+    for (ca, cb) in ca.zip(cb) {
+        for ((s, a), b) in acc.iter_mut().zip(ca).zip(cb) {
+            *s += f(a.to_f64(), b.to_f64());
         }
     }
-    let tail: f64 = chunks.remainder().iter().map(|v| f(v.to_f64())).sum();
     acc.iter().sum::<f64>() + tail
 }
 

@@ -205,14 +205,14 @@ impl ParamStore {
             };
             let tensor = match &p.var {
                 Some(v) => v.as_tensor().detach(),
-                None => Tensor::zeros((), DType::F32, &Device::Cpu)?.broadcast_as(shape)?,
+                None => shape_only(shape)?,
             };
             inner.params.push(p);
             return Ok(tensor);
         }
         let (tensor, var) = match inner.rng.as_mut() {
             None => {
-                let t = Tensor::zeros((), DType::F32, &Device::Cpu)?.broadcast_as(shape)?;
+                let t = shape_only(shape)?;
                 (t, None)
             }
             Some(rng) => {
@@ -245,6 +245,11 @@ impl ParamStore {
         });
         Ok(tensor)
     }
+}
+
+/// A shape-only parameter: a stride-0 broadcast of one zero (nothing allocated beyond the scalar).
+fn shape_only(shape: &[usize]) -> Result<Tensor> {
+    Tensor::zeros((), DType::F32, &Device::Cpu)?.broadcast_as(shape)
 }
 
 /// A parameter builder positioned at a dotted name prefix (like candle-nn's `VarBuilder::pp`).
