@@ -23,8 +23,10 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use criterion::{BenchmarkId, Criterion};
+use msd::accel::kernels::optim::sum_squares;
+use msd::accel::train::trainer::clip_factor;
+use msd::accel::train::{Adam, AdamConfig};
 use msd::accel::unet::{preset, Family, MultistageUNet, UNetConfig};
 use ndarray_linalg as _;
 use rand::rngs::StdRng;
@@ -115,7 +117,7 @@ struct Setup {
     eps: Tensor,
     stage: usize,
     vars: Vec<Var>,
-    opt: AdamW,
+    opt: Adam,
     rng: Mutex<StdRng>,
 }
 
@@ -136,14 +138,13 @@ impl Setup {
         let eps = normal(batch * c * r * r)?;
         let t = vec![time_in_stage(cfg, stage); batch];
         let vars = model.stage_vars(stage);
-        let opt = AdamW::new(
-            vars.clone(),
-            ParamsAdamW {
-                lr: 2e-4,
-                weight_decay: 0.0,
-                ..Default::default()
-            },
-        )?;
+        // msd's own optimiser, as `msd train` runs it (Adam, β 0.9/0.999, ε 1e-8, no decay).
+        let named = vars
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("p{i}"), v.clone()))
+            .collect();
+        let opt = Adam::new(AdamConfig::default(), named)?;
         Ok(Setup {
             frozen: model.frozen()?,
             model,
@@ -167,23 +168,19 @@ impl Setup {
             .model
             .forward_stage_train(&self.x, &self.t, self.stage, &self.rng)?;
         let loss = (out - &self.eps)?.sqr()?.mean_all()?;
-        let mut grads = loss.backward()?;
+        let grads = loss.backward()?;
+        // As the trainer: global norm in f64, clip to 1.0 folded into the Adam step.
+        let grads: Vec<Option<Tensor>> = self
+            .vars
+            .iter()
+            .map(|v| grads.get(v.as_tensor()).cloned())
+            .collect();
         let mut sq = 0f64;
-        for v in &self.vars {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-            }
+        for g in grads.iter().flatten() {
+            sq += sum_squares(g)?;
         }
-        let norm = sq.sqrt();
-        if norm > 1.0 {
-            let s = 1.0 / (norm + 1e-6);
-            for v in &self.vars {
-                if let Some(g) = grads.remove(v.as_tensor()) {
-                    grads.insert(v.as_tensor(), (g * s)?);
-                }
-            }
-        }
-        self.opt.step(&grads)?;
+        self.opt
+            .step_scaled(&grads, clip_factor(Some(1.0), sq.sqrt()), 2e-4)?;
         Ok(loss.to_scalar::<f32>()?)
     }
 
@@ -242,8 +239,8 @@ fn peer_case(spec: &str, out: Option<String>) -> Result<()> {
         "min_s": sorted[0],
         "max_rss_kb": max_rss_kb(),
         "threads": candle_core::utils::get_num_threads(),
-        // Which OpenBLAS kernel set ran the GEMMs (`OPENBLAS_CORETYPE` or OpenBLAS's own detection).
-        "blas_core": msd::accel::kernels::blas::core_name(),
+        // Which SIMD kernel set the gemm crate ran on this CPU.
+        "gemm_kernels": msd::accel::kernels::blas::kernel_set(),
     });
     match out {
         Some(p) => std::fs::write(&p, json.to_string()).with_context(|| format!("writing {p}"))?,

@@ -6,6 +6,7 @@
 #   scripts/bench-peer.sh --cases all         # adds the paper-size training steps (slow in candle today)
 #   scripts/bench-peer.sh --cases 'paper s0 b8 fwd,ncsnpp-small s0 b32 step'
 #   PEER_THREADS=4 scripts/bench-peer.sh      # thread count of both sides (default 2)
+#   scripts/bench-peer.sh --rounds 2          # two alternating processes per side, best kept (noisy VMs)
 #
 # List the cases with: target/peer-venv/bin/python benches/peer/bench.py list
 set -euo pipefail

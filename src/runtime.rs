@@ -17,9 +17,12 @@
 //!   candle makes no pool; the heavy ops are msd's own kernels on rayon anyway. A value set by the user
 //!   is kept.
 
-/// Applies both settings; call it first thing in `main`.
+/// Applies both settings; call it first thing in `main`. `MSD_MALLOC=default` leaves glibc's allocator
+/// settings alone (for comparing memory and speed).
 pub fn configure() {
-    keep_freed_memory();
+    if std::env::var("MSD_MALLOC").as_deref() != Ok("default") {
+        keep_freed_memory();
+    }
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // Sound at the start of `main`: this program has started no thread and read nothing yet; the only
         // other threads are OpenBLAS's workers, idle since it loaded, which do not read the environment.

@@ -1,5 +1,5 @@
 //! Dot-product attention over positions, fused: `O = V·softmax(s·QᵀK)ᵀ` for each of `N` independent
-//! `C × T` triples (`N` = batch × heads), forward and backward as OpenBLAS GEMMs around one softmax pass.
+//! `C × T` triples (`N` = batch × heads), forward and backward as GEMMs (`blas.rs`) around one softmax pass.
 //!
 //! candle's composition (`matmul`, scale, `softmax`, `matmul`) runs its `gemm` crate one batch item after
 //! another and keeps the `T × T` logits and weights of every item alive for the backward. Here the items run

@@ -1,88 +1,56 @@
-//! Row-major GEMM through OpenBLAS's CBLAS interface (the workspace links OpenBLAS for ndarray-linalg; it is
-//! about twice as fast as candle's own `gemm` crate here on f32).
+//! Row-major GEMM for the kernels, through the `gemm` crate (the one candle's own matmul uses), built with
+//! its `x86-v4` feature: on a CPU with AVX-512 it picks its AVX-512 kernels at run time, elsewhere its
+//! AVX2/FMA or portable ones.
+//!
+//! # Why not OpenBLAS
+//! The workspace links OpenBLAS (for ndarray-linalg), and the kernels used it until its rate was measured on
+//! an AVX-512 machine: an OpenBLAS older than the CPU (Debian's 0.3.21 on AMD Zen 5), or an environment that
+//! pins `OPENBLAS_CORETYPE`, runs its AVX2 kernel set there, 80–105 GFLOP/s single-threaded on the
+//! convolutions' shapes, against 120–215 for this crate's AVX-512 kernels on the same core (the
+//! `notes/network-speed.md` table). The choice no longer depends on which OpenBLAS a machine has.
 //!
 //! # Threads
-//! OpenBLAS's own threads busy-wait (spinning with `sched_yield`) for a long time after each call, and the
-//! kernels' im2col/col2im and candle's element-wise ops run on two more pools (rayon, candle's barrier pool):
-//! on a machine with few cores the three pools take the cores from each other (a profile of a training
-//! step showed 15 % in `sched_yield` and 16 % in candle's barrier spin against 7 % of GEMM). So the first
-//! GEMM switches OpenBLAS to one thread for the whole process, and [`Gemm::gemm`] splits a large product
-//! into blocks of rows or columns of `C` computed by single-threaded GEMMs on the rayon pool. With
-//! `MSD_GEMM_THREADS=blas` OpenBLAS keeps its own threads and gets the whole product (for comparison).
+//! Every call into the crate is single-threaded; [`Gemm::gemm`] splits a large product into blocks of rows
+//! or columns of `C` on the rayon pool, and the convolutions run one single-threaded product per task.
+//!
+//! # `A·Bᵀ` with a long inner dimension
+//! With both operands stored `k`-contiguous and `k` ≥ 1024 (a power of two in the U-Nets: the pixels of a
+//! weight gradient), the crate fell to 12–50 GFLOP/s, its packing reading rows a multiple of 4 KiB apart.
+//! Such products are done in slices of [`KC`] along `k`, each copied first to rows [`KC`]` + `[`PAD`] apart
+//! (a copy of `(m + n)·k` values against `m·n·k` multiply-adds): 90–190 GFLOP/s on the same shapes.
 
-use std::os::raw::c_int;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-const ROW_MAJOR: c_int = 101;
-const NO_TRANS: c_int = 111;
-const TRANS: c_int = 112;
+use super::scratch::{Pooled, Scratch};
 
-#[link(name = "openblas")]
-extern "C" {
-    fn openblas_set_num_threads(n: c_int);
-    fn openblas_get_corename() -> *const std::os::raw::c_char;
-    fn cblas_sgemm(
-        order: c_int,
-        ta: c_int,
-        tb: c_int,
-        m: c_int,
-        n: c_int,
-        k: c_int,
-        alpha: f32,
-        a: *const f32,
-        lda: c_int,
-        b: *const f32,
-        ldb: c_int,
-        beta: f32,
-        c: *mut f32,
-        ldc: c_int,
-    );
-    fn cblas_dgemm(
-        order: c_int,
-        ta: c_int,
-        tb: c_int,
-        m: c_int,
-        n: c_int,
-        k: c_int,
-        alpha: f64,
-        a: *const f64,
-        lda: c_int,
-        b: *const f64,
-        ldb: c_int,
-        beta: f64,
-        c: *mut f64,
-        ldc: c_int,
-    );
-}
-
-/// The name of the CPU kernel set OpenBLAS chose when it loaded (e.g. `Haswell`, `SkylakeX`; a
-/// `DYNAMIC_ARCH` build picks it from the CPU, or from `OPENBLAS_CORETYPE`).
-pub fn core_name() -> String {
-    // SAFETY: OpenBLAS returns a pointer to a static NUL-terminated string (never null in the builds we
-    // link; checked anyway).
-    unsafe {
-        let p = openblas_get_corename();
-        if p.is_null() {
-            return String::new();
+/// The SIMD kernel set the `gemm` crate runs on this CPU (it decides at run time, per call, by the
+/// same feature tests).
+pub fn kernel_set() -> &'static str {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
         }
-        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "AVX2+FMA";
+        }
     }
+    "portable"
 }
 
-/// Whether the products are split over the rayon pool (OpenBLAS single-threaded), set up once.
+/// Whether the products are split over the rayon pool: yes unless `MSD_GEMM_THREADS=1` (every product on
+/// the calling thread, for profiling), read once.
 pub(crate) fn rayon_split() -> bool {
     static SPLIT: OnceLock<bool> = OnceLock::new();
-    *SPLIT.get_or_init(|| {
-        let split = std::env::var("MSD_GEMM_THREADS").as_deref() != Ok("blas");
-        if split {
-            // SAFETY: a plain setter of OpenBLAS's global thread count.
-            unsafe { openblas_set_num_threads(1) };
-        }
-        split
-    })
+    *SPLIT.get_or_init(|| std::env::var("MSD_GEMM_THREADS").as_deref() != Ok("1"))
 }
+
+/// Slice of the inner dimension for the copied `A·Bᵀ` path, and the padding of its rows.
+const KC: usize = 256;
+const PAD: usize = 16;
 
 /// Multiply-adds below which a product is not split (the split costs a few microseconds).
 const SPLIT_MIN_MACS: usize = 1 << 21;
@@ -94,8 +62,13 @@ struct Ptr<T>(*mut T);
 unsafe impl<T> Send for Ptr<T> {}
 unsafe impl<T> Sync for Ptr<T> {}
 
-/// One CBLAS call on (sub)matrices with explicit leading dimensions.
-trait RawGemm: Sized + Copy + Send + Sync + std::ops::Mul<Output = Self> {
+/// One single-threaded product on (sub)matrices with explicit leading dimensions.
+trait RawGemm:
+    Sized + Copy + Send + Sync + PartialEq + Pooled + std::ops::Mul<Output = Self> + 'static
+{
+    const ZERO: Self;
+    const ONE: Self;
+
     /// # Safety
     /// The pointers and leading dimensions must describe matrices of the given shapes inside live
     /// allocations, and `c` must not be written concurrently by anyone else.
@@ -113,49 +86,120 @@ trait RawGemm: Sized + Copy + Send + Sync + std::ops::Mul<Output = Self> {
         beta: Self,
         c: *mut Self,
         ldc: usize,
-    );
-}
-
-macro_rules! impl_raw {
-    ($t:ty, $f:ident) => {
-        impl RawGemm for $t {
-            unsafe fn raw(
-                ta: bool,
-                tb: bool,
-                m: usize,
-                n: usize,
-                k: usize,
-                a: *const Self,
-                lda: usize,
-                b: *const Self,
-                ldb: usize,
-                beta: Self,
-                c: *mut Self,
-                ldc: usize,
-            ) {
-                $f(
-                    ROW_MAJOR,
-                    if ta { TRANS } else { NO_TRANS },
-                    if tb { TRANS } else { NO_TRANS },
-                    m as c_int,
-                    n as c_int,
-                    k as c_int,
-                    1.0,
-                    a,
-                    lda as c_int,
-                    b,
-                    ldb as c_int,
-                    beta,
-                    c,
-                    ldc as c_int,
-                );
-            }
+    ) {
+        if !ta && tb && k > KC {
+            return Self::raw_sliced(m, n, k, a, lda, b, ldb, beta, c, ldc);
         }
-    };
+        // (row stride, column stride) of op(A) and op(B) as stored.
+        let (a_rs, a_cs) = if ta { (1, lda) } else { (lda, 1) };
+        let (b_rs, b_cs) = if tb { (1, ldb) } else { (ldb, 1) };
+        Self::call(m, n, k, c, ldc, beta, a, a_rs, a_cs, b, b_rs, b_cs);
+    }
+
+    /// `A·Bᵀ` (both stored `k`-contiguous) in slices of `KC` along `k`, each copied to padded rows first
+    /// (see the module comment).
+    ///
+    /// # Safety
+    /// As [`RawGemm::raw`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn raw_sliced(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const Self,
+        lda: usize,
+        b: *const Self,
+        ldb: usize,
+        beta: Self,
+        c: *mut Self,
+        ldc: usize,
+    ) {
+        const LD: usize = KC + PAD;
+        let mut buf = Scratch::<Self>::new((m + n) * LD);
+        let (pa, pb) = buf.split_at_mut(m * LD);
+        let mut k0 = 0;
+        while k0 < k {
+            let kk = KC.min(k - k0);
+            for (i, row) in pa.chunks_exact_mut(LD).enumerate() {
+                row[..kk].copy_from_slice(std::slice::from_raw_parts(a.add(i * lda + k0), kk));
+            }
+            for (j, row) in pb.chunks_exact_mut(LD).enumerate() {
+                row[..kk].copy_from_slice(std::slice::from_raw_parts(b.add(j * ldb + k0), kk));
+            }
+            // The first slice scales C by beta, the later ones add to it.
+            let scale = if k0 == 0 { beta } else { Self::ONE };
+            Self::call(
+                m,
+                n,
+                kk,
+                c,
+                ldc,
+                scale,
+                pa.as_ptr(),
+                LD,
+                1,
+                pb.as_ptr(),
+                1,
+                LD,
+            );
+            k0 += kk;
+        }
+    }
+
+    /// `C = beta·C + op(A)·op(B)` given the row and column strides of op(A) and op(B); `C` is row-major
+    /// with leading dimension `ldc`, and is not read when `beta` is zero (as BLAS).
+    ///
+    /// # Safety
+    /// As [`RawGemm::raw`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn call(
+        m: usize,
+        n: usize,
+        k: usize,
+        c: *mut Self,
+        ldc: usize,
+        beta: Self,
+        a: *const Self,
+        a_rs: usize,
+        a_cs: usize,
+        b: *const Self,
+        b_rs: usize,
+        b_cs: usize,
+    ) {
+        // The crate computes dst = alpha·dst + beta·lhs·rhs, strides as (column, row).
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c,
+            1,
+            ldc as isize,
+            beta != Self::ZERO,
+            a,
+            a_cs as isize,
+            a_rs as isize,
+            b,
+            b_cs as isize,
+            b_rs as isize,
+            beta,
+            Self::ONE,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
 }
 
-impl_raw!(f32, cblas_sgemm);
-impl_raw!(f64, cblas_dgemm);
+impl RawGemm for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+}
+
+impl RawGemm for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+}
 
 /// `C[m×n] = A·B + beta·C` with `A = a[m×k]` (or `a[k×m]ᵀ` when `ta`), `B = b[k×n]` (or `b[n×k]ᵀ` when
 /// `tb`), all dense row-major. Sizes are checked, so a wrong call is an error, never an out-of-bounds read.
@@ -190,8 +234,16 @@ pub(crate) trait Gemm: Sized + Copy {
 }
 
 fn check(m: usize, n: usize, k: usize, la: usize, lb: usize, lc: usize) -> candle_core::Result<()> {
-    let fits = |x: usize| x <= c_int::MAX as usize;
-    if la != m * k || lb != k * n || lc != m * n || !fits(m) || !fits(n) || !fits(k) {
+    // Strides are isize inside the crate.
+    let fits = |x: usize| x <= isize::MAX as usize;
+    let size = |x: usize, y: usize| x.checked_mul(y);
+    if size(m, k) != Some(la)
+        || size(k, n) != Some(lb)
+        || size(m, n) != Some(lc)
+        || !fits(m)
+        || !fits(n)
+        || !fits(k)
+    {
         candle_core::bail!("gemm: bad operand sizes (m {m}, n {n}, k {k}; a {la}, b {lb}, c {lc})");
     }
     Ok(())
@@ -318,15 +370,16 @@ impl<T: RawGemm> Gemm for T {
 mod tests {
     use super::*;
 
-    /// The product split into row blocks (m ≥ n) and column blocks (m < n), every transpose combination,
-    /// against a plain triple loop in f64; run on a 3-thread pool so that it splits on any machine.
+    /// Every transpose combination, split over a 3-thread pool (row blocks for m ≥ n, column blocks for
+    /// m < n) and on one thread, against a plain triple loop in f64. The last shape's `k` takes the sliced
+    /// `A·Bᵀ` path: two full slices and a partial one.
     #[test]
-    fn split_products_match_a_triple_loop() {
+    fn products_match_a_triple_loop() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .build()
             .unwrap();
-        for &(m, n, k) in &[(300, 90, 100), (70, 310, 100)] {
+        for &(m, n, k) in &[(300, 90, 100), (70, 310, 100), (40, 150, 2 * KC + 37)] {
             assert!(m * n * k >= SPLIT_MIN_MACS);
             let val = |i: usize, s: usize| ((i * 7919 + s * 104729) % 201) as f64 / 100.0 - 1.0;
             let a: Vec<f64> = (0..m * k).map(|i| val(i, 1)).collect();
@@ -336,22 +389,51 @@ mod tests {
                 // Element (i, p) of op(A) and (p, j) of op(B) from the stored layouts.
                 let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
                 let bt = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] };
-                let mut c = c0.clone();
-                pool.install(|| f64::gemm(ta, tb, m, n, k, &a, &b, 0.5, &mut c))
+                let mut split = c0.clone();
+                pool.install(|| f64::gemm(ta, tb, m, n, k, &a, &b, 0.5, &mut split))
                     .unwrap();
+                let mut serial = c0.clone();
+                f64::gemm_serial(ta, tb, m, n, k, &a, &b, 0.5, &mut serial).unwrap();
                 for i in 0..m {
                     for j in 0..n {
                         let want =
                             0.5 * c0[i * n + j] + (0..k).map(|p| at(i, p) * bt(p, j)).sum::<f64>();
-                        let got = c[i * n + j];
-                        // k products of |values| ≤ 1: round-off ≤ k·ε.
-                        assert!(
-                            (got - want).abs() <= k as f64 * f64::EPSILON,
-                            "m {m} n {n} ta {ta} tb {tb} at ({i}, {j}): {got} vs {want}"
-                        );
+                        // A sum of k + 1 terms in any order: round-off ≤ (k + 1)·ε·Σ|terms|.
+                        let mag = 0.5 * c0[i * n + j].abs()
+                            + (0..k).map(|p| (at(i, p) * bt(p, j)).abs()).sum::<f64>();
+                        let tol = (k + 1) as f64 * f64::EPSILON * mag;
+                        for (how, got) in
+                            [("split", split[i * n + j]), ("serial", serial[i * n + j])]
+                        {
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "{how} m {m} n {n} k {k} ta {ta} tb {tb} at ({i}, {j}): {got} vs {want}"
+                            );
+                        }
                     }
                 }
             }
+        }
+    }
+
+    /// beta = 0 overwrites C without reading it (a NaN left there does not survive), as BLAS.
+    #[test]
+    fn zero_beta_does_not_read_c() {
+        for k in [3, KC + 5] {
+            let mut c = vec![f32::NAN; 4];
+            f32::gemm_serial(
+                false,
+                true,
+                2,
+                2,
+                k,
+                &vec![1.0; 2 * k],
+                &vec![1.0; 2 * k],
+                0.0,
+                &mut c,
+            )
+            .unwrap();
+            assert_eq!(c, vec![k as f32; 4]);
         }
     }
 

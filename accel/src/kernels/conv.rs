@@ -234,14 +234,15 @@ impl Geom {
         y[b0 * self.co * hwo..][..n * self.co * hwo]
             .par_chunks_mut(hwo)
             .enumerate()
-            .for_each(|(idx, o)| self.scatter_plane(y2, n, idx, bias, o));
+            .for_each(|(idx, o)| self.scatter_plane(y2, b0, n, idx, bias, o));
     }
 
     /// Plane `idx` (batch element `idx / Cout`, channel `idx % Cout`, counted from the chunk's first
-    /// element) of [`Self::scatter`].
+    /// element `b0`) of [`Self::scatter`].
     fn scatter_plane<T: Real>(
         &self,
         y2: &[T],
+        b0: usize,
         n: usize,
         idx: usize,
         bias: Option<&[T]>,
@@ -251,9 +252,27 @@ impl Geom {
         let (bi, c) = (idx / self.co, idx % self.co);
         let src = &y2[c * n * hwo + bi * hwo..][..hwo];
         match bias {
-            Some(b) => o.iter_mut().zip(src).for_each(|(o, v)| *o = *v + b[c]),
+            Some(b) => {
+                let b = self.bias_at(b, b0 + bi, c);
+                o.iter_mut().zip(src).for_each(|(o, v)| *o = *v + b)
+            }
             None => o.copy_from_slice(src),
         }
+    }
+
+    /// The bias of output plane (batch element `bi`, channel `c`): one per channel (`[Cout]`) or one per
+    /// batch element and channel (`[B × Cout]`, e.g. a block's conv bias plus its time embedding).
+    fn bias_at<T: Real>(&self, bias: &[T], bi: usize, c: usize) -> T {
+        if bias.len() == self.co {
+            bias[c]
+        } else {
+            bias[bi * self.co + c]
+        }
+    }
+
+    /// Whether a bias has one of the two shapes [`Self::bias_at`] reads.
+    fn bias_fits(&self, dims: &[usize]) -> bool {
+        dims == [self.co] || dims == [self.b, self.co]
     }
 
     /// Batch elements per task of the batch-parallel path: enough that a task's GEMM has ≥ 256 columns.
@@ -266,7 +285,7 @@ impl Geom {
     /// Whether to run the batch-parallel path: each rayon task takes whole batch elements through im2col
     /// and one single-threaded GEMM straight into its part of the output (no barrier between the two, the
     /// columns of one task stay in cache, and for one element per task no permutation copy). Used when
-    /// there are at least as many tasks as threads and OpenBLAS is not running its own threads.
+    /// there are at least as many tasks as threads (and products are not kept on one thread).
     fn batch_parallel(&self) -> bool {
         let tasks = self.b.div_ceil(self.per_task());
         blas::rayon_split()
@@ -325,8 +344,8 @@ impl Geom {
             let beta = match bias {
                 Some(b) => {
                     y.chunks_exact_mut(hwo)
-                        .zip(b)
-                        .for_each(|(row, &v)| row.fill(v));
+                        .enumerate()
+                        .for_each(|(c, row)| row.fill(self.bias_at(b, b0, c)));
                     T::one()
                 }
                 None => T::zero(),
@@ -336,7 +355,7 @@ impl Geom {
         let mut y2 = Scratch::<T>::new(co * n * hwo);
         T::gemm_serial(false, false, co, n * hwo, k, w, cols, T::zero(), &mut y2)?;
         for (idx, o) in y.chunks_exact_mut(hwo).enumerate() {
-            self.scatter_plane(&y2, n, idx, bias, o);
+            self.scatter_plane(&y2, b0, n, idx, bias, o);
         }
         Ok(())
     }
@@ -625,11 +644,13 @@ impl CustomOp3 for Conv2dBias {
             self.stride,
             self.pad,
         )?;
-        if l3.shape().dims() != [g.co] {
+        if !g.bias_fits(l3.shape().dims()) {
             candle_core::bail!(
-                "{}: bias has shape {:?}, expected [{}] (one per output channel)",
+                "{}: bias has shape {:?}, expected [{}] or [{}, {}] (per output channel, or per batch element and channel)",
                 self.name(),
                 l3.shape().dims(),
+                g.co,
+                g.b,
                 g.co
             );
         }
@@ -642,10 +663,15 @@ impl CustomOp3 for Conv2dBias {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if b.rank() == 2 {
+            // Per batch element and channel: the plane sums of dy.
+            let (dx, dw, _) = conv_grads(x, w, dy, self.stride, self.pad, false)?;
+            return Ok((Some(dx), Some(dw), Some(dy.sum((2, 3))?)));
+        }
         let (dx, dw, db) = conv_grads(x, w, dy, self.stride, self.pad, true)?;
         Ok((Some(dx), Some(dw), db))
     }
@@ -711,9 +737,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tenso
         .apply_op2(&w.contiguous()?, Conv2d { stride, pad })
 }
 
-/// `conv2d(x, w, stride, pad) + b` with `b` (`[Cout]`) broadcast over batch and positions: the bias is added
-/// by the kernel's own output pass, and its gradient comes with the weight gradient (no separate
-/// broadcast-add and sum). Falls back to candle's ops like [`conv2d`].
+/// `conv2d(x, w, stride, pad) + b` with `b` `[Cout]` broadcast over batch and positions, or `[B, Cout]`
+/// (one bias per batch element and channel: a block's conv bias plus its time embedding) broadcast over
+/// positions. The bias is added by the kernel's own output pass, and a `[Cout]` bias's gradient comes with
+/// the weight gradient (no separate broadcast-add and sum). Falls back to candle's ops like [`conv2d`].
 pub fn conv2d_bias(
     x: &Tensor,
     w: &Tensor,
@@ -721,22 +748,24 @@ pub fn conv2d_bias(
     stride: usize,
     pad: usize,
 ) -> Result<Tensor> {
-    if !applies(&[x, w, b]) {
-        let co = b.elem_count();
-        return x
-            .conv2d(w, pad, stride, 1, 1)?
-            .broadcast_add(&b.reshape((1, co, 1, 1))?);
-    }
-    same_dtype("conv2d", x, w)?;
-    same_dtype("conv2d", x, b)?;
     let g = Geom::new(x.dims4()?, w.dims4()?, stride, pad)?;
-    if b.dims() != [g.co] {
+    if !g.bias_fits(b.dims()) {
         candle_core::bail!(
-            "conv2d: bias has shape {:?}, expected [{}] (one per output channel)",
+            "conv2d: bias has shape {:?}, expected [{}] or [{}, {}] (per output channel, or per batch element and channel)",
             b.dims(),
+            g.co,
+            g.b,
             g.co
         );
     }
+    if !applies(&[x, w, b]) {
+        let rows = if b.rank() == 2 { g.b } else { 1 };
+        return x
+            .conv2d(w, pad, stride, 1, 1)?
+            .broadcast_add(&b.reshape((rows, g.co, 1, 1))?);
+    }
+    same_dtype("conv2d", x, w)?;
+    same_dtype("conv2d", x, b)?;
     x.contiguous()?.apply_op3(
         &w.contiguous()?,
         &b.contiguous()?,
@@ -787,9 +816,14 @@ mod tests {
         }
     }
 
+    /// candle's conv2d plus the bias broadcast: `[Cout]` over batch and positions, `[B, Cout]` over positions.
     fn plain_bias(x: &Tensor, w: &Tensor, b: &Tensor, s: usize, p: usize) -> Result<Tensor> {
-        let co = b.elem_count();
-        plain(x, w, s, p)?.broadcast_add(&b.reshape((1, co, 1, 1))?)
+        let (rows, co) = match *b.dims() {
+            [co] => (1, co),
+            [rows, co] => (rows, co),
+            ref d => candle_core::bail!("bias {d:?}"),
+        };
+        plain(x, w, s, p)?.broadcast_add(&b.reshape((rows, co, 1, 1))?)
     }
 
     proptest! {
@@ -807,13 +841,22 @@ mod tests {
             let dev = Device::Cpu;
             let x = rand_tensor(&[b, ci, h, w], seed, DType::F32, &dev);
             let wt = rand_tensor(&[co, ci, kh, kh], seed + 1, DType::F32, &dev);
-            let bs = rand_tensor(&[co], seed + 2, DType::F32, &dev);
-            let (got, want) = compare_grads(&[&x, &wt, &bs], |t| conv2d_bias(&t[0], &t[1], &t[2], stride, pad), |t| plain_bias(&t[0], &t[1], &t[2], stride, pad), seed + 3);
             // As in `matches_candle`, plus the bias: one more term per output, and its gradient a sum of
             // b·Ho·Wo terms of |dy| ≤ 1 (candle sums in f32, the kernel in f64).
             let terms = (ci * kh * kh + 1).max(co * kh * kh).max(b * (h + 4) * (w + 4)) as f64;
             let tol = 4.0 * terms * f32::EPSILON as f64;
-            assert_close_all(&got, &want, tol);
+            // One bias per channel, and one per batch element and channel; on the default pool and on one
+            // thread (the batch-parallel path: one element per task, or several).
+            let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+            for dims in [vec![co], vec![b, co]] {
+                let bs = rand_tensor(&dims, seed + 2, DType::F32, &dev);
+                let fast = |t: &[Tensor]| conv2d_bias(&t[0], &t[1], &t[2], stride, pad);
+                let slow = |t: &[Tensor]| plain_bias(&t[0], &t[1], &t[2], stride, pad);
+                let (got, want) = compare_grads(&[&x, &wt, &bs], fast, slow, seed + 3);
+                assert_close_all(&got, &want, tol);
+                let (got1, _) = compare_grads(&[&x, &wt, &bs], |t| one.install(|| fast(t)), slow, seed + 3);
+                assert_close_all(&got1, &want, tol);
+            }
         }
     }
 
@@ -823,12 +866,14 @@ mod tests {
         for &(b, ci, co, h, w, k, s, p) in &[(2, 3, 2, 5, 6, 3, 1, 1), (1, 2, 3, 7, 5, 3, 2, 1)] {
             let x = rand_tensor(&[b, ci, h, w], 17, DType::F64, &dev);
             let wt = rand_tensor(&[co, ci, k, k], 18, DType::F64, &dev);
-            let bs = rand_tensor(&[co], 19, DType::F64, &dev);
-            check_finite_differences(
-                &[&x, &wt, &bs],
-                |t| conv2d_bias(&t[0], &t[1], &t[2], s, p),
-                20,
-            );
+            for dims in [vec![co], vec![b, co]] {
+                let bs = rand_tensor(&dims, 19, DType::F64, &dev);
+                check_finite_differences(
+                    &[&x, &wt, &bs],
+                    |t| conv2d_bias(&t[0], &t[1], &t[2], s, p),
+                    20,
+                );
+            }
         }
     }
 
@@ -951,6 +996,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("expected [2]"));
+        // A per-sample bias needs one row per batch element.
+        let rows = Tensor::zeros((x.dim(0).unwrap() + 1, 2), DType::F32, &dev).unwrap();
+        assert!(conv2d_bias(&x, &w3, &rows, 1, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("per batch element"));
         // Integer tensors fall back to candle's op, which reports its own error.
         let xi = x.to_dtype(DType::U32).unwrap();
         assert!(conv2d(&xi, &w, 1, 1).is_err());

@@ -6,7 +6,7 @@
 //! `notes/network-speed.md`). The ops here replace them on the CPU:
 //!
 //! - [`conv2d`]: convolution (any kernel size, stride, padding; one group) forward and both gradients as
-//!   im2col/col2im around one large OpenBLAS GEMM per chunk of the batch;
+//!   im2col/col2im around single-threaded GEMMs (`blas.rs`, the `gemm` crate) per task or chunk of the batch;
 //! - [`conv2d_bias`]: the same with the bias added in the output pass (its gradient from the weight pass);
 //! - [`group_norm`]: GroupNorm forward and backward fused into one pass each (statistics in f64), and
 //!   [`group_norm_silu`], the same followed by SiLU;
@@ -14,8 +14,12 @@
 //!   gradient being its adjoint (the same op with the transpose flag flipped);
 //! - [`nearest_up`]/[`box_down`]: 2× nearest-neighbour up-sampling and 2×2 average pooling (DDPM++ and
 //!   LDM), each the other's adjoint up to the gain;
+//! - [`residual`]: `(x + h)·s`, and [`dropout`] with a mask regenerated from its seed in the backward —
+//!   both to hold one activation instead of two until the backward (candle keeps every graph node);
+//! - [`optim`]: the optimiser's element-wise updates (Adam's moments and parameter update, the weights'
+//!   EMA) in place, one pass each, and a gradient's squared norm without a squared copy;
 //! - [`attention`]: dot-product attention over positions (all three families), batch items in parallel,
-//!   GEMMs on OpenBLAS, the weights recomputed in the backward instead of stored.
+//!   GEMMs through `blas.rs`, the weights recomputed in the backward instead of stored.
 //!
 //! Every op supports f32 and f64 (the f64 path is what the finite-difference tests check). On any other
 //! device or dtype, or when the kernels are switched off, the plain candle ops are used, so CUDA builds
@@ -87,10 +91,13 @@ macro_rules! by_dtype3 {
 pub mod attention;
 pub mod blas;
 pub mod conv;
+pub mod dropout;
 pub mod fir;
 pub mod group_norm;
 mod math;
+pub mod optim;
 pub mod resample;
+pub mod residual;
 mod scratch;
 
 use std::cell::Cell;
@@ -100,9 +107,11 @@ use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
 
 pub use attention::attention;
 pub use conv::{conv2d, conv2d_bias};
+pub use dropout::dropout;
 pub use fir::{fir_blur_pad2, fir_down, fir_up};
 pub use group_norm::{group_norm, group_norm_silu};
 pub use resample::{box_down, nearest_up};
+pub use residual::residual;
 
 thread_local! {
     static OVERRIDE: Cell<Option<bool>> = const { Cell::new(None) };

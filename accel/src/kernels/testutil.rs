@@ -15,7 +15,8 @@ pub fn rand_tensor(dims: &[usize], seed: u64, dtype: DType, dev: &Device) -> Ten
         .unwrap()
 }
 
-fn to_vec(t: &Tensor) -> Vec<f64> {
+/// The values of `t`, flattened, as f64.
+pub fn to_vec(t: &Tensor) -> Vec<f64> {
     t.flatten_all()
         .unwrap()
         .to_dtype(DType::F64)

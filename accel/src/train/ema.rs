@@ -8,6 +8,7 @@ use std::path::Path;
 use candle_core::{Tensor, Var};
 
 use super::TrainError;
+use crate::kernels::optim::{ema_update, Term};
 
 /// EMA decay per step (mirrors `msd_reference::training::ema_beta`).
 pub fn ema_beta(half_life_images: f64, rampup: Option<f64>, images_seen: f64, batch: f64) -> f64 {
@@ -30,16 +31,18 @@ impl Ema {
             names: params.iter().map(|p| p.0.clone()).collect(),
             shadow: params
                 .iter()
-                .map(|p| p.1.as_tensor().copy())
+                // Detached: a copy of a Var records the copy, and the shadow is updated in place.
+                .map(|p| Ok(p.1.as_tensor().copy()?.detach()))
                 .collect::<candle_core::Result<_>>()?,
         })
     }
 
     pub fn update(&mut self, vars: &[Var], beta: f64) -> candle_core::Result<()> {
         for (e, v) in self.shadow.iter_mut().zip(vars) {
-            // Detached: `v` is a Var, so the sum would otherwise record its ops and keep every earlier
-            // shadow (a full model copy per step) alive through the graph.
-            *e = (e.affine(beta, 0.0)? + v.as_tensor().affine(1.0 - beta, 0.0)?)?.detach();
+            // In place on the shadow (its own copy); the plain fallback is detached, since `v` is a Var and
+            // a recorded op would keep every earlier shadow (a full model copy per step) alive.
+            let w = v.as_tensor();
+            ema_update(e, w, w, beta, Term::PLAIN)?;
         }
         Ok(())
     }

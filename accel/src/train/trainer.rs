@@ -21,6 +21,7 @@ use super::loss::{per_sample_loss, LossFamily, LossParams};
 use super::optim::{Adam, AdamConfig};
 use super::stages::StageSchedule;
 use super::TrainError;
+use crate::kernels::optim::sum_squares;
 use crate::unet::{MultistageUNet, Sharing};
 
 /// Everything that shapes a run besides the model config (serde; stored in run.json and state.json).
@@ -347,11 +348,7 @@ impl Trainer {
         let loss = stage_sum.iter().sum::<f64>() / total as f64;
         let mut sq = 0.0f64;
         for g in grads.iter().flatten() {
-            sq += g
-                .sqr()?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
+            sq += sum_squares(g)?;
         }
         let grad_norm = sq.sqrt();
         if !loss.is_finite() || !grad_norm.is_finite() {
@@ -361,16 +358,9 @@ impl Trainer {
                 loss: if loss.is_finite() { grad_norm } else { loss },
             });
         }
-        if let Some(max) = self.cfg.grad_clip {
-            let coef = max / (grad_norm + 1e-6);
-            if coef < 1.0 {
-                for g in grads.iter_mut().flatten() {
-                    *g = g.affine(coef, 0.0)?;
-                }
-            }
-        }
+        let clip = clip_factor(self.cfg.grad_clip, grad_norm);
         let lr = warmup_lr(self.cfg.lr, step, self.cfg.warmup_steps);
-        self.optim.step(&grads, lr)?;
+        self.optim.step_scaled(&grads, clip, lr)?;
         self.progress.step += 1;
         self.progress.images += images;
         self.progress.train_flops += 6.0 * macs as f64;
@@ -391,6 +381,15 @@ impl Trainer {
             lr,
             grad_norm,
         })
+    }
+}
+
+/// The factor global-norm clipping multiplies the gradients by: `max/(‖g‖ + 10⁻⁶)` when that is below 1
+/// (as PyTorch's `clip_grad_norm_`), else 1.
+pub fn clip_factor(max_norm: Option<f64>, grad_norm: f64) -> f64 {
+    match max_norm {
+        Some(max) => (max / (grad_norm + 1e-6)).min(1.0),
+        None => 1.0,
     }
 }
 

@@ -76,7 +76,8 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Inverted dropout with our own seeded RNG (candle's CPU RNG cannot be seeded).
+    /// Inverted dropout; the mask comes from a seed drawn from our own seeded RNG (candle's CPU RNG cannot
+    /// be seeded), see [`crate::kernels::dropout`].
     pub fn dropout(&self, x: &Tensor, p: f64) -> Result<Tensor> {
         let Some(rng) = self.train_rng else {
             return Ok(x.clone());
@@ -84,18 +85,11 @@ impl Ctx<'_> {
         if p <= 0.0 {
             return Ok(x.clone());
         }
-        let n = x.elem_count();
-        let keep = (1.0 / (1.0 - p)) as f32;
-        let mask: Vec<f32> = {
-            let mut rng = rng
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("dropout RNG lock poisoned".into()))?;
-            (0..n)
-                .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
-                .collect()
-        };
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        x * mask
+        let seed = rng
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("dropout RNG lock poisoned".into()))?
+            .random::<u64>();
+        crate::kernels::dropout(x, p, seed)
     }
 }
 
@@ -174,6 +168,22 @@ impl Conv {
             Some(b) => y.broadcast_add(&b.reshape((1, self.cout, 1, 1))?),
             None => Ok(y),
         }
+    }
+
+    /// `forward(x)` plus `extra` (`[B, Cout]`, e.g. a block's time embedding) broadcast over positions. With
+    /// the kernels the two biases are summed first (`[B, Cout]`) and added by the convolution's output pass:
+    /// one activation-sized tensor and one pass fewer than a separate broadcast add.
+    pub fn forward_biased(&self, x: &Tensor, extra: &Tensor) -> Result<Tensor> {
+        let b = x.dim(0)?;
+        if kernels::enabled() && x.device().is_cpu() {
+            let bias = match &self.b {
+                Some(own) => extra.broadcast_add(&own.reshape((1, self.cout))?)?,
+                None => extra.clone(),
+            };
+            return kernels::conv2d_bias(x, &self.w, &bias, self.stride, self.pad);
+        }
+        self.forward(x)?
+            .broadcast_add(&extra.reshape((b, self.cout, 1, 1))?)
     }
 
     pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {

@@ -20,6 +20,7 @@ use super::blocks::{
 };
 use super::params::{Init, Pb};
 use super::{DecoderNet, EncoderNet, FeatureShapes, Features};
+use crate::kernels::residual;
 
 /// DDPM++ (SongUNet) settings (defaults: EDM `--arch=ddpmpp` as in the authors' multistage run).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,7 +128,6 @@ pub struct UNetBlock {
     resample: Resample,
     dropout: f64,
     cin: usize,
-    cout: usize,
 }
 
 impl UNetBlock {
@@ -181,7 +181,6 @@ impl UNetBlock {
             resample,
             dropout: cfg.dropout,
             cin,
-            cout,
         })
     }
 
@@ -195,18 +194,17 @@ impl UNetBlock {
 
     fn forward(&self, x: &Tensor, emb: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let orig = x;
-        let h = self
-            .conv0
-            .forward(&self.resample(&self.norm0.forward_silu(x)?)?)?;
-        let b = h.dim(0)?;
-        let h = h.broadcast_add(&self.affine.forward(emb)?.reshape((b, self.cout, 1, 1))?)?;
+        let h = self.conv0.forward_biased(
+            &self.resample(&self.norm0.forward_silu(x)?)?,
+            &self.affine.forward(emb)?,
+        )?;
         let h = self.norm1.forward_silu(&h)?;
         let h = self.conv1.forward(&ctx.dropout(&h, self.dropout)?)?;
         let s = match &self.skip {
             Some(c) => c.forward(&self.resample(orig)?)?,
             None => orig.clone(),
         };
-        let mut x = ((h + s)? * SKIP_SCALE)?;
+        let mut x = residual(&h, &s, SKIP_SCALE)?;
         if let Some((norm2, qkv, proj)) = &self.attn {
             let (b, c, hh, ww) = x.dims4()?;
             let t = hh * ww;
@@ -216,7 +214,7 @@ impl UNetBlock {
             let k = qkv.narrow(2, 1, 1)?.squeeze(2)?;
             let v = qkv.narrow(2, 2, 1)?.squeeze(2)?;
             let a = attention(&q, &k, &v, 1.0 / (c as f64).sqrt())?.reshape((b, c, hh, ww))?;
-            x = ((proj.forward(&a)? + x)? * SKIP_SCALE)?;
+            x = residual(&proj.forward(&a)?, &x, SKIP_SCALE)?;
         }
         Ok(x)
     }

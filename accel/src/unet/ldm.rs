@@ -103,7 +103,6 @@ pub struct ResBlock {
     out_conv: Conv,
     skip: Option<Conv>,
     dropout: f64,
-    cout: usize,
 }
 
 impl ResBlock {
@@ -139,14 +138,13 @@ impl ResBlock {
                 None
             },
             dropout: cfg.dropout,
-            cout,
         })
     }
 
     fn forward(&self, x: &Tensor, emb: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let h = self.in_conv.forward(&self.in_norm.forward_silu(x)?)?;
-        let b = h.dim(0)?;
-        let h = h.broadcast_add(&self.emb.forward(emb)?.reshape((b, self.cout, 1, 1))?)?;
+        let h = self
+            .in_conv
+            .forward_biased(&self.in_norm.forward_silu(x)?, &self.emb.forward(emb)?)?;
         let h = self
             .out_conv
             .forward(&ctx.dropout(&self.out_norm.forward_silu(&h)?, self.dropout)?)?;

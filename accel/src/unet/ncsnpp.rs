@@ -18,6 +18,7 @@ use super::blocks::{
 };
 use super::params::{Init, Pb};
 use super::{DecoderNet, EncoderNet, FeatureShapes, Features};
+use crate::kernels::residual;
 
 /// NCSN++ settings (defaults: the authors' CIFAR-10 "deep" config).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +63,6 @@ pub struct ResBlock {
     up: bool,
     down: bool,
     dropout: f64,
-    cout: usize,
 }
 
 impl ResBlock {
@@ -115,7 +115,6 @@ impl ResBlock {
             up,
             down,
             dropout,
-            cout,
         })
     }
 
@@ -130,16 +129,14 @@ impl ResBlock {
             h = fir_down(&h)?;
             x = fir_down(&x)?;
         }
-        let h = self.conv0.forward(&h)?;
-        let b = h.dim(0)?;
-        let h = h.broadcast_add(&self.dense.forward(emb)?.reshape((b, self.cout, 1, 1))?)?;
+        let h = self.conv0.forward_biased(&h, &self.dense.forward(emb)?)?;
         let h = self.norm1.forward_silu(&h)?;
         let h = self.conv1.forward(&ctx.dropout(&h, self.dropout)?)?;
         let x = match &self.skip {
             Some(c) => c.forward(&x)?,
             None => x,
         };
-        (x + h)? / SQRT2
+        residual(&x, &h, 1.0 / SQRT2)
     }
 
     pub fn cost(&self, (c, h, w): Chw, cost: &mut Cost) -> Chw {
@@ -195,7 +192,7 @@ impl AttnBlock {
         let v = flat(self.v.forward(&h)?)?;
         let a = attention(&q, &k, &v, (self.c as f64).powf(-0.5))?.reshape((b, c, hh, ww))?;
         let h = self.out.forward(&a)?;
-        (x + h)? / SQRT2
+        residual(x, &h, 1.0 / SQRT2)
     }
 
     pub fn cost(&self, s: Chw, cost: &mut Cost) {
@@ -413,7 +410,7 @@ impl EncoderNet for Encoder {
             }
             if let Some((d, p)) = &lvl.down {
                 let h = d.forward(skips.last().expect("non-empty"), &emb, ctx)?;
-                pyramid = ((p.forward(&pyramid)? + h)? / SQRT2)?;
+                pyramid = residual(&p.forward(&pyramid)?, &h, 1.0 / SQRT2)?;
                 skips.push(pyramid.clone());
             }
         }
