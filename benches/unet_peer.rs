@@ -24,7 +24,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use criterion::{BenchmarkId, Criterion};
-use msd::accel::kernels::optim::sum_squares;
+use msd::accel::train::optim::global_norm;
 use msd::accel::train::trainer::clip_factor;
 use msd::accel::train::{Adam, AdamConfig};
 use msd::accel::unet::{preset, Family, MultistageUNet, UNetConfig};
@@ -175,12 +175,8 @@ impl Setup {
             .iter()
             .map(|v| grads.get(v.as_tensor()).cloned())
             .collect();
-        let mut sq = 0f64;
-        for g in grads.iter().flatten() {
-            sq += sum_squares(g)?;
-        }
-        self.opt
-            .step_scaled(&grads, clip_factor(Some(1.0), sq.sqrt()), 2e-4)?;
+        let clip = clip_factor(Some(1.0), global_norm(&grads)?);
+        self.opt.step_scaled(&grads, clip, 2e-4)?;
         Ok(loss.to_scalar::<f32>()?)
     }
 

@@ -270,9 +270,17 @@ impl Geom {
         }
     }
 
-    /// Whether a bias has one of the two shapes [`Self::bias_at`] reads.
-    fn bias_fits(&self, dims: &[usize]) -> bool {
-        dims == [self.co] || dims == [self.b, self.co]
+    /// A bias must have one of the two shapes [`Self::bias_at`] reads.
+    fn check_bias(&self, dims: &[usize], what: &str) -> Result<()> {
+        if dims != [self.co] && dims != [self.b, self.co] {
+            candle_core::bail!(
+                "{what}: bias has shape {dims:?}, expected [{}] or [{}, {}] (per output channel, or per batch element and channel)",
+                self.co,
+                self.b,
+                self.co
+            );
+        }
+        Ok(())
     }
 
     /// Batch elements per task of the batch-parallel path: enough that a task's GEMM has ≥ 256 columns.
@@ -644,16 +652,7 @@ impl CustomOp3 for Conv2dBias {
             self.stride,
             self.pad,
         )?;
-        if !g.bias_fits(l3.shape().dims()) {
-            candle_core::bail!(
-                "{}: bias has shape {:?}, expected [{}] or [{}, {}] (per output channel, or per batch element and channel)",
-                self.name(),
-                l3.shape().dims(),
-                g.co,
-                g.b,
-                g.co
-            );
-        }
+        g.check_bias(l3.shape().dims(), self.name())?;
         let out = by_dtype3!(((s1, l1), (s2, l2), (s3, l3)), self.name(), |x, w, b| g
             .forward(x, w, Some(b))?);
         Ok((out, Shape::from((g.b, g.co, g.ho, g.wo))))
@@ -749,15 +748,7 @@ pub fn conv2d_bias(
     pad: usize,
 ) -> Result<Tensor> {
     let g = Geom::new(x.dims4()?, w.dims4()?, stride, pad)?;
-    if !g.bias_fits(b.dims()) {
-        candle_core::bail!(
-            "conv2d: bias has shape {:?}, expected [{}] or [{}, {}] (per output channel, or per batch element and channel)",
-            b.dims(),
-            g.co,
-            g.b,
-            g.co
-        );
-    }
+    g.check_bias(b.dims(), "conv2d")?;
     if !applies(&[x, w, b]) {
         let rows = if b.rank() == 2 { g.b } else { 1 };
         return x

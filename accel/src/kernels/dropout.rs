@@ -34,13 +34,18 @@ struct Dropout {
 }
 
 impl Dropout {
-    /// The mask value of element `i`: `1/(1 − p)` or 0.
+    /// Whether element `i` is kept.
     #[inline(always)]
+    fn kept(&self, i: usize) -> bool {
+        unit(self.seed, i as u64) >= self.p
+    }
+
+    /// The mask value of element `i`: `1/(1 − p)` or 0.
     fn mask(&self, i: usize) -> f64 {
-        if unit(self.seed, i as u64) < self.p {
-            0.0
-        } else {
+        if self.kept(i) {
             1.0 / (1.0 - self.p)
+        } else {
+            0.0
         }
     }
 
@@ -53,10 +58,10 @@ impl Dropout {
             .for_each(|(c, (o, x))| {
                 for (j, (o, x)) in o.iter_mut().zip(x).enumerate() {
                     // A product either way (not a branch to 0), as `x * mask`: NaN stays NaN.
-                    let m = if unit(self.seed, (c * CHUNK + j) as u64) < self.p {
-                        T::zero()
-                    } else {
+                    let m = if self.kept(c * CHUNK + j) {
                         kept
+                    } else {
+                        T::zero()
                     };
                     *o = *x * m;
                 }

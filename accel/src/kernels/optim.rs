@@ -47,7 +47,7 @@ impl Term {
     }
 }
 
-/// `acc ← β·acc + (1 − β)·t` with `t` from `x` and `p` ([`Term`]; `p` is read only when `decay ≠ 0`).
+/// `acc ← β·acc + (1 − β)·t` with `t` from `x` and `p` ([`Term`]; `p` enters only as `decay·p`).
 /// Adam's first moment is `Term { scale: clip, decay: wd, square: false }`, its second the same squared,
 /// the EMA of the weights `Term::PLAIN` of the weights.
 pub fn ema_update(acc: &mut Tensor, x: &Tensor, p: &Tensor, beta: f64, term: Term) -> Result<()> {
@@ -157,36 +157,8 @@ fn sum_sq<T: Real>(x: &[T]) -> Result<f64> {
         .sum())
 }
 
-/// The destination of an in-place op as a mutable slice (contiguous layouts only).
-trait MutSlice: Real {
-    fn of(s: &mut CpuStorage) -> Option<&mut Vec<Self>>;
-}
-impl MutSlice for f32 {
-    fn of(s: &mut CpuStorage) -> Option<&mut Vec<Self>> {
-        match s {
-            CpuStorage::F32(v) => Some(v),
-            _ => None,
-        }
-    }
-}
-impl MutSlice for f64 {
-    fn of(s: &mut CpuStorage) -> Option<&mut Vec<Self>> {
-        match s {
-            CpuStorage::F64(v) => Some(v),
-            _ => None,
-        }
-    }
-}
-
-fn dst_slice<'a, T: MutSlice>(
-    s: &'a mut CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> Result<&'a mut [T]> {
-    let dtype = s.dtype();
-    let Some(data) = T::of(s) else {
-        candle_core::bail!("{what}: unsupported dtype {dtype:?} (f32 or f64)");
-    };
+/// The contiguous data of an in-place op's destination, as a mutable slice.
+fn dst_slice<'a, T>(data: &'a mut [T], l: &Layout, what: &str) -> Result<&'a mut [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) if b <= data.len() => Ok(&mut data[a..b]),
         _ => candle_core::bail!("{what}: the kernel needs a contiguous tensor to update"),
@@ -223,15 +195,15 @@ fn zip3<T: Real>(
 macro_rules! inplace3 {
     ($name:expr, $s1:expr, $l1:expr, $s2:expr, $l2:expr, $s3:expr, $l3:expr, $f:expr) => {
         match $s1 {
-            CpuStorage::F32(_) => zip3(
-                dst_slice::<f32>($s1, $l1, $name)?,
+            CpuStorage::F32(d) => zip3(
+                dst_slice(d, $l1, $name)?,
                 slice::<f32>($s2, $l2, $name)?,
                 slice::<f32>($s3, $l3, $name)?,
                 $name,
                 $f,
             ),
-            CpuStorage::F64(_) => zip3(
-                dst_slice::<f64>($s1, $l1, $name)?,
+            CpuStorage::F64(d) => zip3(
+                dst_slice(d, $l1, $name)?,
                 slice::<f64>($s2, $l2, $name)?,
                 slice::<f64>($s3, $l3, $name)?,
                 $name,

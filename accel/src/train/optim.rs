@@ -14,7 +14,16 @@ use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
-use crate::kernels::optim::{adam_apply, ema_update, AdamApply, Term};
+use crate::kernels::optim::{adam_apply, ema_update, sum_squares, AdamApply, Term};
+
+/// The global L2 norm of the given gradients (in f64; missing ones count as zero).
+pub fn global_norm(grads: &[Option<Tensor>]) -> candle_core::Result<f64> {
+    let mut sq = 0.0f64;
+    for g in grads.iter().flatten() {
+        sq += sum_squares(g)?;
+    }
+    Ok(sq.sqrt())
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -18,10 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use super::ema::{ema_beta, Ema};
 use super::loss::{per_sample_loss, LossFamily, LossParams};
-use super::optim::{Adam, AdamConfig};
+use super::optim::{global_norm, Adam, AdamConfig};
 use super::stages::StageSchedule;
 use super::TrainError;
-use crate::kernels::optim::sum_squares;
 use crate::unet::{MultistageUNet, Sharing};
 
 /// Everything that shapes a run besides the model config (serde; stored in run.json and state.json).
@@ -346,11 +345,7 @@ impl Trainer {
         }
         let total: usize = stage_cnt.iter().sum();
         let loss = stage_sum.iter().sum::<f64>() / total as f64;
-        let mut sq = 0.0f64;
-        for g in grads.iter().flatten() {
-            sq += sum_squares(g)?;
-        }
-        let grad_norm = sq.sqrt();
+        let grad_norm = global_norm(&grads)?;
         if !loss.is_finite() || !grad_norm.is_finite() {
             self.progress.data_position = saved_position;
             return Err(TrainError::NonFiniteLoss {

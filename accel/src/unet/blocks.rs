@@ -174,7 +174,6 @@ impl Conv {
     /// the kernels the two biases are summed first (`[B, Cout]`) and added by the convolution's output pass:
     /// one activation-sized tensor and one pass fewer than a separate broadcast add.
     pub fn forward_biased(&self, x: &Tensor, extra: &Tensor) -> Result<Tensor> {
-        let b = x.dim(0)?;
         if kernels::enabled() && x.device().is_cpu() {
             let bias = match &self.b {
                 Some(own) => extra.broadcast_add(&own.reshape((1, self.cout))?)?,
@@ -183,7 +182,7 @@ impl Conv {
             return kernels::conv2d_bias(x, &self.w, &bias, self.stride, self.pad);
         }
         self.forward(x)?
-            .broadcast_add(&extra.reshape((b, self.cout, 1, 1))?)
+            .broadcast_add(&extra.reshape((x.dim(0)?, self.cout, 1, 1))?)
     }
 
     pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
