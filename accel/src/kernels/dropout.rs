@@ -10,6 +10,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::{applies, slice, Real};
@@ -17,27 +18,37 @@ use super::{applies, slice, Real};
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 15;
 
-/// The `i`-th output of SplitMix64 seeded with `seed`, as a uniform number in `[0, 1)` (53 bits).
+/// The top 53 bits of the `i`-th output of SplitMix64 seeded with `seed`; times 2⁻⁵³, a uniform number
+/// in `[0, 1)`.
 #[inline(always)]
-fn unit(seed: u64, i: u64) -> f64 {
+fn bits53(seed: u64, i: u64) -> u64 {
     let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    z >> 11
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Dropout {
     p: f64,
     seed: u64,
+    /// `⌈p·2⁵³⌉`: the uniform `u = bits·2⁻⁵³` satisfies `u ≥ p` exactly when `bits ≥ ⌈p·2⁵³⌉` (`p·2⁵³` is
+    /// exact, `bits` an integer), so the keep test compares integers; the conversion to f64 per element
+    /// (scalar without AVX-512) was most of dropout's time.
+    threshold: u64,
 }
 
 impl Dropout {
-    /// Whether element `i` is kept.
+    fn new(p: f64, seed: u64) -> Self {
+        let threshold = (p * (1u64 << 53) as f64).ceil() as u64;
+        Self { p, seed, threshold }
+    }
+
+    /// Whether element `i` is kept: the stream's `i`-th uniform number is at least `p`.
     #[inline(always)]
     fn kept(&self, i: usize) -> bool {
-        unit(self.seed, i as u64) >= self.p
+        bits53(self.seed, i as u64) >= self.threshold
     }
 
     /// The mask value of element `i`: `1/(1 − p)` or 0.
@@ -55,18 +66,19 @@ impl Dropout {
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .enumerate()
-            .for_each(|(c, (o, x))| {
-                for (j, (o, x)) in o.iter_mut().zip(x).enumerate() {
-                    // A product either way (not a branch to 0), as `x * mask`: NaN stays NaN.
-                    let m = if self.kept(c * CHUNK + j) {
-                        kept
-                    } else {
-                        T::zero()
-                    };
-                    *o = *x * m;
-                }
-            });
+            .for_each(|(c, (o, x))| apply_chunk(*self, c * CHUNK, x, o, kept));
         out
+    }
+}
+
+/// `o = x·mask` for the elements from `first` on (`kept` = `1/(1 − p)` in `T`). Also compiled for AVX2 and
+/// AVX-512 (see `kernels`): with AVX-512's 64-bit multiplies the whole hash vectorises.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq", "x86_64+avx2+fma"))]
+fn apply_chunk<T: Real>(d: Dropout, first: usize, x: &[T], o: &mut [T], kept: T) {
+    for (j, (o, x)) in o.iter_mut().zip(x).enumerate() {
+        // A product either way (not a branch to 0), as `x * mask`: NaN stays NaN.
+        let m = if d.kept(first + j) { kept } else { T::zero() };
+        *o = *x * m;
     }
 }
 
@@ -102,7 +114,7 @@ pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
     if p == 0.0 {
         return Ok(x.clone());
     }
-    let op = Dropout { p, seed };
+    let op = Dropout::new(p, seed);
     if applies(&[x]) {
         return x.contiguous()?.apply_op1(op);
     }
@@ -166,10 +178,28 @@ mod tests {
             9817491932198370423,
         ];
         for (i, w) in want.iter().enumerate() {
-            assert_eq!(
-                unit(1234567, i as u64),
-                (w >> 11) as f64 / (1u64 << 53) as f64
-            );
+            assert_eq!(bits53(1234567, i as u64), w >> 11);
+        }
+    }
+
+    proptest! {
+        /// The integer keep test is the definition's `u ≥ p` with `u = bits·2⁻⁵³`, also for `p` and `u`
+        /// equal or one ulp apart.
+        #[test]
+        fn the_integer_test_is_u_at_least_p(seed: u64, i in 0u64..1 << 40, p in 0.0f64..1.0, near in 0u8..4) {
+            let u = bits53(seed, i) as f64 / (1u64 << 53) as f64;
+            // Also p at u itself, one 2⁻⁵³ step below it and half a step above it (between two uniforms).
+            let step = 1.0 / (1u64 << 53) as f64;
+            let p = match near {
+                0 => p,
+                1 => u,
+                2 => (u - step).max(0.0),
+                _ => u + step / 2.0,
+            };
+            let op = Dropout::new(p, seed);
+            prop_assert_eq!(op.kept(i as usize), u >= p);
+            let above = Dropout::new((u + step).min(0.999), seed);
+            prop_assert_eq!(above.kept(i as usize), u >= above.p);
         }
     }
 

@@ -9,6 +9,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use multiversion::multiversion;
+
 use super::{applies, same_dtype, slice, sum_f64, sum_pairs_f64, Real};
 
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +46,8 @@ impl Geom {
         self.c / self.groups * self.s
     }
 
-    /// Mean and `1/sqrt(var + eps)` of one group.
+    /// Mean and `1/sqrt(var + eps)` of one group (inlined into the callers' CPU-feature clones).
+    #[inline(always)]
     fn stats<T: Real>(&self, x: &[T]) -> (f64, f64) {
         let m = x.len() as f64;
         let mean = sum_f64(x, |v| v) / m;
@@ -54,33 +57,12 @@ impl Geom {
 
     /// `y = γ·x̂ + β`, or `SiLU(γ·x̂ + β)` when `silu`.
     fn forward<T: Real>(&self, x: &[T], gamma: &[T], beta: &[T], silu: bool) -> Vec<T> {
-        let (m, cg) = (self.m(), self.c / self.groups);
+        let m = self.m();
         let mut y = vec![T::zero(); x.len()];
         y.par_chunks_mut(m)
             .zip(x.par_chunks(m))
             .enumerate()
-            .for_each(|(bg, (y, x))| {
-                let (mean, r) = self.stats(x);
-                let mu = T::from_f64(mean);
-                let c0 = (bg % self.groups) * cg;
-                for (j, (y, x)) in y.chunks_mut(self.s).zip(x.chunks(self.s)).enumerate() {
-                    let (gm, bt) = (gamma[c0 + j].to_f64(), beta[c0 + j].to_f64());
-                    // Per channel, y = a·x + off with a and off formed in f64 and rounded once; the
-                    // element loop runs in T (vectorised), as candle's composition does.
-                    // (x − μ first: a folded offset −a·μ would cancel badly when |μ| ≫ the spread.)
-                    let (a, off) = (T::from_f64(gm * r), T::from_f64(bt));
-                    if silu {
-                        for (y, &x) in y.iter_mut().zip(x) {
-                            let z = a * (x - mu) + off;
-                            *y = z * z.sigmoid();
-                        }
-                    } else {
-                        for (y, &x) in y.iter_mut().zip(x) {
-                            *y = a * (x - mu) + off;
-                        }
-                    }
-                }
-            });
+            .for_each(|(bg, (y, x))| forward_group(*self, bg, x, y, gamma, beta, silu));
         y
     }
 
@@ -88,7 +70,7 @@ impl Geom {
     /// whose derivative needs the pre-activation `z = γ·x̂ + β`: `SiLU'(z) = σ(z)·(1 + z·(1 − σ(z)))`).
     fn backward<T: Real>(&self, x: &[T], affine: &[T], dy: &[T], silu: bool) -> Vec<T> {
         let (gamma, beta) = affine.split_at(self.c);
-        let (m, cg, s) = (self.m(), self.c / self.groups, self.s);
+        let (m, cg) = (self.m(), self.c / self.groups);
         let n = x.len();
         let mut out = vec![T::zero(); n + 2 * self.c];
         // Per (batch, channel) partial sums of dy·x̂ and dy.
@@ -99,59 +81,7 @@ impl Geom {
             .zip(partial.par_chunks_mut(cg))
             .enumerate()
             .for_each(|(bg, ((dx, (x, dy)), part))| {
-                let (mean, r) = self.stats(x);
-                let (mean_t, r_t) = (T::from_f64(mean), T::from_f64(r));
-                let c0 = (bg % self.groups) * cg;
-                let (mut su, mut sux) = (0.0, 0.0);
-                for (j, ((x, dy), dz)) in x
-                    .chunks(s)
-                    .zip(dy.chunks(s))
-                    .zip(dx.chunks_mut(s))
-                    .enumerate()
-                {
-                    let gm = gamma[c0 + j].to_f64();
-                    let dsrc: &[T] = if silu {
-                        // The gradient at z, kept in dx (as the plain composition keeps it in a tensor)
-                        // for the sums below and the second pass; computed in T (vectorised).
-                        let (gm_t, bt_t) = (T::from_f64(gm), beta[c0 + j]);
-                        let one = T::one();
-                        for ((&x, &dy), dz) in x.iter().zip(dy).zip(dz.iter_mut()) {
-                            let z = gm_t * ((x - mean_t) * r_t) + bt_t;
-                            let sg = z.sigmoid();
-                            *dz = dy * sg * (one + z * (one - sg));
-                        }
-                        dz
-                    } else {
-                        dy
-                    };
-                    let sdy = sum_f64(dsrc, |d| d);
-                    let sdyx = sum_pairs_f64(dsrc, x, |d, x| d * ((x - mean) * r));
-                    part[j] = (sdyx, sdy);
-                    su += gm * sdy;
-                    sux += gm * sdyx;
-                }
-                let (mu, mux) = (su / m as f64, sux / m as f64);
-                for (j, ((dx, x), dy)) in dx
-                    .chunks_mut(s)
-                    .zip(x.chunks(s))
-                    .zip(dy.chunks(s))
-                    .enumerate()
-                {
-                    // dx = r·(γ·d − mu − x̂·mux) = A·d + B·(x − μ) + C per channel, the coefficients
-                    // formed in f64 and rounded once, the element loop in T.
-                    let gm = gamma[c0 + j].to_f64();
-                    let (a, b) = (T::from_f64(r * gm), T::from_f64(-r * r * mux));
-                    let c = T::from_f64(-r * mu);
-                    if silu {
-                        for (dx, &x) in dx.iter_mut().zip(x) {
-                            *dx = a * *dx + b * (x - mean_t) + c;
-                        }
-                    } else {
-                        for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                            *dx = a * dy + b * (x - mean_t) + c;
-                        }
-                    }
-                }
+                backward_group(*self, bg, x, dy, dx, part, gamma, beta, silu)
             });
         for c in 0..self.c {
             let (mut dg, mut db) = (0.0, 0.0);
@@ -163,6 +93,112 @@ impl Geom {
             out[n + self.c + c] = T::from_f64(db);
         }
         out
+    }
+}
+
+/// One group (batch element and group `bg`, its values `x`, `y`) of [`Geom::forward`]. Like every element
+/// loop of the kernels, also compiled for AVX2 and AVX-512 and picked at run time (see `kernels`).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq", "x86_64+avx2+fma"))]
+fn forward_group<T: Real>(
+    g: Geom,
+    bg: usize,
+    x: &[T],
+    y: &mut [T],
+    gamma: &[T],
+    beta: &[T],
+    silu: bool,
+) {
+    let cg = g.c / g.groups;
+    let (mean, r) = g.stats(x);
+    let mu = T::from_f64(mean);
+    let c0 = (bg % g.groups) * cg;
+    for (j, (y, x)) in y.chunks_mut(g.s).zip(x.chunks(g.s)).enumerate() {
+        let (gm, bt) = (gamma[c0 + j].to_f64(), beta[c0 + j].to_f64());
+        // Per channel, y = a·x + off with a and off formed in f64 and rounded once; the
+        // element loop runs in T (vectorised), as candle's composition does.
+        // (x − μ first: a folded offset −a·μ would cancel badly when |μ| ≫ the spread.)
+        let (a, off) = (T::from_f64(gm * r), T::from_f64(bt));
+        if silu {
+            for (y, &x) in y.iter_mut().zip(x) {
+                let z = a * (x - mu) + off;
+                *y = z * z.sigmoid();
+            }
+        } else {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = a * (x - mu) + off;
+            }
+        }
+    }
+}
+
+/// One group of [`Geom::backward`]: its `dx` (and the per-channel sums `part` of `dy·x̂` and `dy`), for
+/// each CPU feature level as [`forward_group`].
+#[allow(clippy::too_many_arguments)]
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq", "x86_64+avx2+fma"))]
+fn backward_group<T: Real>(
+    g: Geom,
+    bg: usize,
+    x: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    part: &mut [(f64, f64)],
+    gamma: &[T],
+    beta: &[T],
+    silu: bool,
+) {
+    let (m, cg, s) = (g.m(), g.c / g.groups, g.s);
+    let (mean, r) = g.stats(x);
+    let (mean_t, r_t) = (T::from_f64(mean), T::from_f64(r));
+    let c0 = (bg % g.groups) * cg;
+    let (mut su, mut sux) = (0.0, 0.0);
+    for (j, ((x, dy), dz)) in x
+        .chunks(s)
+        .zip(dy.chunks(s))
+        .zip(dx.chunks_mut(s))
+        .enumerate()
+    {
+        let gm = gamma[c0 + j].to_f64();
+        let dsrc: &[T] = if silu {
+            // The gradient at z, kept in dx (as the plain composition keeps it in a tensor)
+            // for the sums below and the second pass; computed in T (vectorised).
+            let (gm_t, bt_t) = (T::from_f64(gm), beta[c0 + j]);
+            let one = T::one();
+            for ((&x, &dy), dz) in x.iter().zip(dy).zip(dz.iter_mut()) {
+                let z = gm_t * ((x - mean_t) * r_t) + bt_t;
+                let sg = z.sigmoid();
+                *dz = dy * sg * (one + z * (one - sg));
+            }
+            dz
+        } else {
+            dy
+        };
+        let sdy = sum_f64(dsrc, |d| d);
+        let sdyx = sum_pairs_f64(dsrc, x, |d, x| d * ((x - mean) * r));
+        part[j] = (sdyx, sdy);
+        su += gm * sdy;
+        sux += gm * sdyx;
+    }
+    let (mu, mux) = (su / m as f64, sux / m as f64);
+    for (j, ((dx, x), dy)) in dx
+        .chunks_mut(s)
+        .zip(x.chunks(s))
+        .zip(dy.chunks(s))
+        .enumerate()
+    {
+        // dx = r·(γ·d − mu − x̂·mux) = A·d + B·(x − μ) + C per channel, the coefficients
+        // formed in f64 and rounded once, the element loop in T.
+        let gm = gamma[c0 + j].to_f64();
+        let (a, b) = (T::from_f64(r * gm), T::from_f64(-r * r * mux));
+        let c = T::from_f64(-r * mu);
+        if silu {
+            for (dx, &x) in dx.iter_mut().zip(x) {
+                *dx = a * *dx + b * (x - mean_t) + c;
+            }
+        } else {
+            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                *dx = a * dy + b * (x - mean_t) + c;
+            }
+        }
     }
 }
 

@@ -25,6 +25,15 @@
 //! device or dtype, or when the kernels are switched off, the plain candle ops are used, so CUDA builds
 //! keep candle's kernels.
 //!
+//! # CPU features
+//! The workspace is built for the baseline of its target (on x86-64: SSE2), so that one binary runs on
+//! every CPU of the architecture. The element loops that take measurable time (GroupNorm's passes, the
+//! attention softmax, dropout's mask) are also compiled for AVX2+FMA and for AVX-512 with the
+//! `multiversion` crate, which picks the best version the CPU has at run time (one cached feature test).
+//! The versions compute the same values bit for bit: Rust does not contract `a·b + c` into an FMA nor
+//! reorder float sums on its own, so wider vectors change only the speed. The GEMMs do their own
+//! selection (`blas.rs`).
+//!
 //! # The switch
 //! The kernels are on by default. `MSD_KERNELS=plain` (or `off`, `0`) in the environment turns them off for
 //! the whole process (read once); [`with_kernels`] overrides that for the calling thread, which is how the
@@ -156,17 +165,27 @@ fn applies(ts: &[&Tensor]) -> bool {
 pub(crate) trait Real: WithDType + blas::Gemm + scratch::Pooled {
     /// `1/(1 + e^{−x})`: vectorisable in f32 ([`math::sigmoid_f32`]), the standard library's `exp` in f64.
     fn sigmoid(self) -> Self;
+    /// `e^x`: vectorisable in f32 ([`math::exp_f32`]), the standard library's in f64.
+    fn exp_t(self) -> Self;
 }
 impl Real for f32 {
     #[inline(always)]
     fn sigmoid(self) -> Self {
         math::sigmoid_f32(self)
     }
+    #[inline(always)]
+    fn exp_t(self) -> Self {
+        math::exp_f32(self)
+    }
 }
 impl Real for f64 {
     #[inline(always)]
     fn sigmoid(self) -> Self {
         1.0 / (1.0 + (-self).exp())
+    }
+    #[inline(always)]
+    fn exp_t(self) -> Self {
+        self.exp()
     }
 }
 

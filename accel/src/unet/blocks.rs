@@ -288,6 +288,13 @@ impl Nin {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if kernels::enabled() && x.device().is_cpu() {
+            // A 1×1 convolution with weight Wᵀ: the bias is added in the kernel's output pass and its
+            // gradient summed there, where the broadcast add below costs an activation-sized tensor and a
+            // reduction over batch and positions in the backward (~3 % of an NCSN++ training step).
+            let w = self.w.t()?.reshape((self.cout, self.cin, 1, 1))?;
+            return kernels::conv2d_bias(x, &w, &self.b, 1, 0);
+        }
         let (b, c, h, w) = x.dims4()?;
         let y = self.w.t()?.broadcast_matmul(&x.reshape((b, c, h * w))?)?;
         y.broadcast_add(&self.b.reshape((1, self.cout, 1))?)?
