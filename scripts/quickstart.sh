@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release --locked --bin msd --example denoise_demo
 msd=target/release/msd
-# 300 steps (~10k images) take about 1.5 minutes on an idle 2-core machine and show the first shapes among noise; the preset's own 2000
+# 300 steps (~10k images) take about a minute on an idle 2-core machine and show the first shapes among noise; the preset's own 2000
 # steps (MSD_QUICKSTART_STEPS=2000) give recognisable garments (docs/training.md has grids and times).
 steps=${MSD_QUICKSTART_STEPS:-300}
 echo "== Training a multistage NCSN++ (en 16, de 24/16/8, t1 = 0.2845, t2 = 0.6111) on Fashion-MNIST, $steps steps"
