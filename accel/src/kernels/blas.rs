@@ -231,6 +231,33 @@ pub(crate) trait Gemm: Sized + Copy {
         beta: Self,
         c: &mut [Self],
     ) -> candle_core::Result<()>;
+
+    /// `C = A·B + beta·C` on row-major submatrices with leading dimensions (`A`: `m × k`, rows `lda`
+    /// apart; `B`: `k × n`, rows `ldb` apart; `C`: `m × n`, rows `ldc` apart), as one call on the calling
+    /// thread. The extents are checked against the slices, so a wrong call is an error, never an
+    /// out-of-bounds access.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_ld_serial(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: (&[Self], usize),
+        b: (&[Self], usize),
+        beta: Self,
+        c: (&mut [Self], usize),
+    ) -> candle_core::Result<()>;
+}
+
+/// Whether a row-major `rows × cols` submatrix with rows `ld` apart lies inside `len` elements.
+fn fits_ld(rows: usize, cols: usize, ld: usize, len: usize) -> bool {
+    rows == 0
+        || cols == 0
+        || (cols <= ld
+            && ld <= isize::MAX as usize
+            && (rows - 1)
+                .checked_mul(ld)
+                .and_then(|v| v.checked_add(cols))
+                .is_some_and(|end| end <= len))
 }
 
 fn check(m: usize, n: usize, k: usize, la: usize, lb: usize, lc: usize) -> candle_core::Result<()> {
@@ -364,6 +391,55 @@ impl<T: RawGemm> Gemm for T {
         };
         Ok(())
     }
+
+    fn gemm_ld_serial(
+        m: usize,
+        n: usize,
+        k: usize,
+        (a, lda): (&[T], usize),
+        (b, ldb): (&[T], usize),
+        beta: T,
+        (c, ldc): (&mut [T], usize),
+    ) -> candle_core::Result<()> {
+        if !fits_ld(m, k, lda, a.len())
+            || !fits_ld(k, n, ldb, b.len())
+            || !fits_ld(m, n, ldc, c.len())
+        {
+            candle_core::bail!(
+                "gemm: bad operand extents (m {m}, n {n}, k {k}; a {} with ld {lda}, b {} with ld {ldb}, c {} with ld {ldc})",
+                a.len(),
+                b.len(),
+                c.len()
+            );
+        }
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        if k == 0 {
+            for row in c.chunks_mut(ldc).take(m) {
+                row[..n].iter_mut().for_each(|v| *v = *v * beta);
+            }
+            return Ok(());
+        }
+        // SAFETY: the three submatrices were checked above to lie inside their slices.
+        unsafe {
+            T::raw(
+                false,
+                false,
+                m,
+                n,
+                k,
+                a.as_ptr(),
+                lda,
+                b.as_ptr(),
+                ldb,
+                beta,
+                c.as_mut_ptr(),
+                ldc,
+            )
+        };
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -414,6 +490,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Submatrices with leading dimensions larger than their widths (the forward by taps reads windows of
+    /// padded planes), against a triple loop in f64; the values between the rows of C stay untouched.
+    #[test]
+    fn leading_dimensions_match_a_triple_loop() {
+        let (m, n, k, lda, ldb, ldc) = (37, 45, 29, 31, 50, 47);
+        let val = |i: usize, s: usize| ((i * 7919 + s * 104729) % 201) as f64 / 100.0 - 1.0;
+        let a: Vec<f64> = (0..(m - 1) * lda + k).map(|i| val(i, 1)).collect();
+        let b: Vec<f64> = (0..(k - 1) * ldb + n).map(|i| val(i, 2)).collect();
+        let c0: Vec<f64> = (0..(m - 1) * ldc + n).map(|i| val(i, 3)).collect();
+        let mut c = c0.clone();
+        f64::gemm_ld_serial(m, n, k, (&a, lda), (&b, ldb), 0.5, (&mut c, ldc)).unwrap();
+        for (idx, (&got, &old)) in c.iter().zip(&c0).enumerate() {
+            let (i, j) = (idx / ldc, idx % ldc);
+            if j >= n {
+                assert_eq!(got, old, "C[{i}, {j}] lies between the rows");
+                continue;
+            }
+            let terms = (0..k).map(|p| a[i * lda + p] * b[p * ldb + j]);
+            let want = 0.5 * old + terms.clone().sum::<f64>();
+            let mag = 0.5 * old.abs() + terms.map(f64::abs).sum::<f64>();
+            let tol = (k + 1) as f64 * f64::EPSILON * mag;
+            assert!((got - want).abs() <= tol, "C[{i}, {j}]: {got} vs {want}");
+        }
+        // One element short of any operand is an error, not an out-of-bounds access.
+        let e = f64::gemm_ld_serial(m, n, k, (&a[1..], lda), (&b, ldb), 0.0, (&mut c, ldc));
+        assert!(e.unwrap_err().to_string().contains("bad operand extents"));
+        let e = f64::gemm_ld_serial(m, n, k, (&a, lda), (&b[1..], ldb), 0.0, (&mut c, ldc));
+        assert!(e.is_err());
+        let short = c.len() - 1;
+        let e = f64::gemm_ld_serial(m, n, k, (&a, lda), (&b, ldb), 0.0, (&mut c[..short], ldc));
+        assert!(e.is_err());
+        // A leading dimension below the width is refused too.
+        let e = f64::gemm_ld_serial(m, n, k, (&a, k - 1), (&b, ldb), 0.0, (&mut c, ldc));
+        assert!(e.is_err());
     }
 
     /// beta = 0 overwrites C without reading it (a NaN left there does not survive), as BLAS.

@@ -15,6 +15,13 @@
 //! - **chunked** (small batches): the batch in chunks bounded in memory, im2col rows in parallel, then one
 //!   GEMM split over the threads (`blas.rs`).
 //!
+//! "Same" convolutions (stride 1, square odd kernel, `pad = (k − 1)/2`: the U-Nets' 3×3 layers) on planes of
+//! at least 256 pixels skip the columns matrix in the batch-parallel forward: `Y = Σ_taps W_t·X_t`, one
+//! product per kernel tap, where `X_t` is a window of one of `k` zero-padded copies of the input (copy `kx`
+//! with the columns zeroed that its taps would reach by wrapping around a row edge; `shifted_copies`).
+//! The copies are `k·Cin·(H+2p)·W` values where im2col writes `k²·Cin·H·W`, and the GEMM's own packing
+//! reads the windows in place.
+//!
 //! For stride 1 (and square kernels with `pad < k`) the input gradient is the forward convolution of `dY`
 //! with the flipped, transposed kernel (padding `k − 1 − pad`), so it takes the same fast path instead of
 //! `Wᵀ·dY` (inner dimension only `Cout`, an output `k²` times larger) followed by col2im.
@@ -33,6 +40,9 @@ const COLS_LIMIT: usize = 1 << 23;
 /// Least GEMM columns (`n·HoWo`) of one task of the batch-parallel path.
 const TASK_COLS: usize = 256;
 
+/// Least pixels per plane for the forward by taps (below, the products of one tap are too narrow).
+const TAPS_MIN_HW: usize = 256;
+
 /// Shapes of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Geom {
@@ -47,6 +57,15 @@ struct Geom {
     pad: usize,
     ho: usize,
     wo: usize,
+}
+
+/// A convolution's weights as its tasks read them.
+#[derive(Debug, Clone, Copy)]
+enum Weights<'a, T> {
+    /// `[Cout × Cin·kh·kw]`, as stored: for the products with the columns matrix.
+    Dense(&'a [T]),
+    /// Tap-major, `[kh·kw][Cout × Cin]` ([`Geom::tap_weights`]): for the forward by taps.
+    Taps(&'a [T]),
 }
 
 impl Geom {
@@ -392,17 +411,21 @@ impl Geom {
     }
 
     /// One task of the batch-parallel forward: batch elements `b0..b0+n` into `y` (their `n·Cout·HoWo`
-    /// outputs).
+    /// outputs): by taps for tap-major weights, else through the columns matrix.
     fn forward_task<T: Real>(
         &self,
         x: &[T],
-        w: &[T],
+        w: Weights<'_, T>,
         bias: Option<&[T]>,
         b0: usize,
         y: &mut [T],
     ) -> Result<()> {
         let (k, hwo, co) = (self.k(), self.hwo(), self.co);
         let n = y.len() / (co * hwo);
+        let w = match w {
+            Weights::Taps(wt) => return self.forward_taps(x, wt, bias, b0, y),
+            Weights::Dense(w) => w,
+        };
         let mut scratch = Scratch::<T>::new(self.columns_len(n));
         let cols = self.columns(x, b0, n, &mut scratch);
         if n == 1 {
@@ -426,14 +449,139 @@ impl Geom {
         Ok(())
     }
 
+    /// Whether the batch-parallel forward runs by taps ([`Self::forward_taps`]): a "same" convolution
+    /// (stride 1, output as large as the input, so a square odd kernel with `pad = (k − 1)/2`) of more
+    /// than one tap on planes of at least [`TAPS_MIN_HW`] pixels.
+    fn by_taps(&self) -> bool {
+        self.stride == 1
+            && (self.ho, self.wo) == (self.h, self.w)
+            && self.kh * self.kw > 1
+            && self.h * self.w >= TAPS_MIN_HW
+    }
+
+    /// The weight `[Cout, Cin, kh, kw]` rearranged tap-major, `[kh·kw][Cout × Cin]`: one dense `Cout × Cin`
+    /// matrix per kernel tap.
+    fn tap_weights<T: Real>(&self, w: &[T]) -> Vec<T> {
+        let (kk, cc) = (self.kh * self.kw, self.co * self.ci);
+        let mut wt = vec![T::zero(); w.len()];
+        for (oc, taps) in w.chunks_exact(kk).enumerate() {
+            for (t, v) in taps.iter().enumerate() {
+                wt[t * cc + oc] = *v;
+            }
+        }
+        wt
+    }
+
+    /// The tap-major weights ([`Self::tap_weights`]) of the transposed convolution
+    /// ([`Self::as_transposed`]) straight from this one's weight: its tap `(k−1−ky, k−1−kx)` is the
+    /// transpose (`Cin × Cout`) of this convolution's tap `(ky, kx)`.
+    fn transposed_tap_weights<T: Real>(&self, w: &[T]) -> Vec<T> {
+        let (kk, cc) = (self.kh * self.kw, self.co * self.ci);
+        let mut wt = vec![T::zero(); w.len()];
+        for (oc, taps) in w.chunks_exact(kk).enumerate() {
+            let (o, c) = (oc / self.ci, oc % self.ci);
+            for (t, v) in taps.iter().enumerate() {
+                wt[(kk - 1 - t) * cc + c * self.co + o] = *v;
+            }
+        }
+        wt
+    }
+
+    /// Length of one padded plane of [`Self::shifted_copies`]: the plane with `pad` zero rows above and
+    /// below, and `pad` more zeros at either end.
+    fn padded_len(&self) -> usize {
+        (self.h + 2 * self.pad) * self.w + 2 * self.pad
+    }
+
+    /// The `kw` copies of one batch element `x` (`[Cin × H·W]`) that the taps read, `[kw][Cin][L]` with
+    /// `L = `[`Self::padded_len`]: copy `kx` holds each plane at offset `pad·W + pad` of zeros, with
+    /// the input columns zeroed that kernel column `kx` would reach by wrapping around a row edge.
+    ///
+    /// Tap `(ky, kx)` of output pixel `q = oy·W + ox` reads input pixel `(oy + ky − p, ox + kx − p)`, at
+    /// offset `q + ky·W + kx` of a padded plane, as long as `0 ≤ ox + kx − p < W`. Outside that range the
+    /// same offset lands on the row above's last columns (`kx < p`) or the row below's first columns
+    /// (`kx > p`), exactly those zeroed in copy `kx`; rows outside the image land in the zero rows.
+    fn shifted_copies<T: Real>(&self, x: &[T], buf: &mut [T]) {
+        let (w, hw, p, l) = (self.w, self.h * self.w, self.pad, self.padded_len());
+        let lead = p * w + p;
+        for (kx, copy) in buf.chunks_exact_mut(self.ci * l).enumerate() {
+            // Input columns reached only by wrapping: the last p − kx, or the first kx − p.
+            let wrapped = if kx < p {
+                w.saturating_sub(p - kx)..w
+            } else {
+                0..(kx - p).min(w)
+            };
+            for (plane, src) in copy.chunks_exact_mut(l).zip(x.chunks_exact(hw)) {
+                plane[..lead].fill(T::zero());
+                plane[lead + hw..].fill(T::zero());
+                let img = &mut plane[lead..lead + hw];
+                img.copy_from_slice(src);
+                if !wrapped.is_empty() {
+                    for row in img.chunks_exact_mut(w) {
+                        row[wrapped.clone()].fill(T::zero());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Batch elements `b0..` of a "same" convolution into `y` (`n·Cout·H·W`) without a columns matrix:
+    /// per element, `Y = Σ_taps W_t·X_t` with `W_t` the tap's `Cout × Cin` weights (`wt`, tap-major) and
+    /// `X_t` a `Cin × H·W` window of the shifted copies (rows `L` apart), each product accumulated in
+    /// place onto the output (or onto the bias). The copies are `kw·Cin·L` values where im2col writes
+    /// `kh·kw·Cin·H·W`, and the GEMM's packing reads them straight.
+    fn forward_taps<T: Real>(
+        &self,
+        x: &[T],
+        wt: &[T],
+        bias: Option<&[T]>,
+        b0: usize,
+        y: &mut [T],
+    ) -> Result<()> {
+        let (ci, co, hw, l) = (self.ci, self.co, self.h * self.w, self.padded_len());
+        let mut buf = Scratch::<T>::new(self.kw * ci * l);
+        for (bi, ye) in y.chunks_exact_mut(co * hw).enumerate() {
+            self.shifted_copies(&x[(b0 + bi) * ci * hw..][..ci * hw], &mut buf);
+            let mut beta = match bias {
+                Some(b) => {
+                    ye.chunks_exact_mut(hw)
+                        .enumerate()
+                        .for_each(|(c, row)| row.fill(self.bias_at(b, b0 + bi, c)));
+                    T::one()
+                }
+                None => T::zero(),
+            };
+            for (t, w_t) in wt.chunks_exact(co * ci).enumerate() {
+                let (ky, kx) = (t / self.kw, t % self.kw);
+                let x_t = &buf[kx * ci * l + ky * self.w + kx..];
+                T::gemm_ld_serial(co, hw, ci, (w_t, ci), (x_t, l), beta, (&mut *ye, hw))?;
+                beta = T::one();
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch-parallel forward into `y` (the whole output).
+    fn forward_tasks<T: Real>(
+        &self,
+        x: &[T],
+        w: Weights<'_, T>,
+        bias: Option<&[T]>,
+        y: &mut [T],
+    ) -> Result<()> {
+        let per = self.per_task();
+        y.par_chunks_mut(per * self.co * self.hwo())
+            .enumerate()
+            .try_for_each(|(i, yt)| self.forward_task(x, w, bias, i * per, yt))
+    }
+
     fn forward<T: Real>(&self, x: &[T], w: &[T], bias: Option<&[T]>) -> Result<Vec<T>> {
         let (k, hwo, nb) = (self.k(), self.hwo(), self.chunk());
         let mut y = vec![T::zero(); self.b * self.co * hwo];
         if self.batch_parallel() {
-            let per = self.per_task();
-            y.par_chunks_mut(per * self.co * hwo)
-                .enumerate()
-                .try_for_each(|(i, yt)| self.forward_task(x, w, bias, i * per, yt))?;
+            let taps = self.by_taps().then(|| self.tap_weights(w));
+            let weights = taps.as_deref().map_or(Weights::Dense(w), Weights::Taps);
+            self.forward_tasks(x, weights, bias, &mut y)?;
             return Ok(y);
         }
         let mut cols = Scratch::<T>::new(k * nb * hwo);
@@ -471,6 +619,12 @@ impl Geom {
 
     fn grad_input<T: Real>(&self, dy: &[T], w: &[T]) -> Result<Vec<T>> {
         if let Some(t) = self.as_transposed() {
+            if t.by_taps() && t.batch_parallel() {
+                let mut dx = vec![T::zero(); self.b * self.ci * self.h * self.w];
+                let wt = self.transposed_tap_weights(w);
+                t.forward_tasks(dy, Weights::Taps(&wt), None, &mut dx)?;
+                return Ok(dx);
+            }
             let (kk, kw) = (self.kh * self.kw, self.kw);
             let mut wt = vec![T::zero(); w.len()];
             for co in 0..self.co {
@@ -506,8 +660,13 @@ impl Geom {
     fn grad_weight_tasks<T: Real>(&self, x: &[T], dy: &[T], bias: bool) -> Result<Vec<T>> {
         let (k, hwo, co, per) = (self.k(), self.hwo(), self.co, self.per_task());
         let zero = || (vec![T::zero(); co * k], vec![0f64; co]);
-        let (dw, db) = (0..self.b.div_ceil(per))
+        // Runs of at least tasks/threads consecutive tasks: each run zeroes and finally adds one `co·K`
+        // partial sum, where rayon's adaptive splitting made up to one per task. (Rounded down: a run
+        // length above half the tasks would keep the whole range on one thread.)
+        let tasks = self.b.div_ceil(per);
+        let (dw, db) = (0..tasks)
             .into_par_iter()
+            .with_min_len((tasks / rayon::current_num_threads()).max(1))
             .try_fold(zero, |(mut dw, mut db), i| -> Result<_> {
                 let (b0, n) = (i * per, per.min(self.b - i * per));
                 let mut scratch = Scratch::<T>::new(self.columns_len(n));
@@ -1031,6 +1190,90 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The window of tap `(ky, kx)` in the shifted copies is, value for value, the im2col row of that tap
+    /// (which `shifted_plane_equals_rowwise_plane` ties to the row-by-row definition): odd kernels up to 7
+    /// on images from 1×1 (where every tap but the centre reads only padding) to 6×5, two channels.
+    #[test]
+    fn tap_windows_equal_im2col_rows() {
+        for k in [3, 5, 7] {
+            for (h, w) in [(1, 1), (2, 3), (3, 2), (4, 4), (6, 5), (5, 6)] {
+                let ci = 2;
+                let g = Geom::new((1, ci, h, w), (1, ci, k, k), 1, (k - 1) / 2).unwrap();
+                let x: Vec<f64> = (0..ci * h * w).map(|i| i as f64 + 1.0).collect();
+                let mut cols = vec![f64::NAN; g.k() * h * w];
+                g.im2col_serial(&x, 0, 1, &mut cols);
+                let l = g.padded_len();
+                let mut buf = vec![f64::NAN; k * ci * l];
+                g.shifted_copies(&x, &mut buf);
+                for c in 0..ci {
+                    for (ky, kx) in (0..k).flat_map(|ky| (0..k).map(move |kx| (ky, kx))) {
+                        let window = &buf[kx * ci * l + c * l + ky * w + kx..][..h * w];
+                        let row = &cols[((c * k + ky) * k + kx) * h * w..][..h * w];
+                        assert_eq!(
+                            window, row,
+                            "{k}×{k} on {h}×{w}, channel {c}, tap ({ky}, {kx})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The forward by taps (planes of ≥ `TAPS_MIN_HW` pixels, batch-parallel), with its input gradient
+    /// (the transposed convolution, also by taps) and weight gradient, against candle: 3×3 and 5×5
+    /// kernels, a bias per channel and one per batch element, pools of one and two threads; and the
+    /// f64 gradients against finite differences.
+    #[test]
+    fn taps_match_candle() {
+        let dev = Device::Cpu;
+        for &(threads, b, ci, co, h, w, k) in &[
+            (1, 2, 3, 4, 16, 16, 3),
+            (2, 3, 4, 3, 12, 24, 5),
+            (2, 2, 5, 2, 32, 8, 3),
+        ] {
+            let g = Geom::new((b, ci, h, w), (co, ci, k, k), 1, (k - 1) / 2).unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            assert!(g.by_taps() && pool.install(|| g.batch_parallel()));
+            let x = rand_tensor(&[b, ci, h, w], 51, DType::F32, &dev);
+            let wt = rand_tensor(&[co, ci, k, k], 52, DType::F32, &dev);
+            let p = (k - 1) / 2;
+            // As in `matches_candle`: dW sums b·h·w products, an output ci·k² (+1 with the bias).
+            let tol = 4.0 * (b * (h + 4) * (w + 4)) as f64 * f32::EPSILON as f64;
+            for dims in [vec![co], vec![b, co]] {
+                let bs = rand_tensor(&dims, 53, DType::F32, &dev);
+                let (got, want) = compare_grads(
+                    &[&x, &wt, &bs],
+                    |t| pool.install(|| conv2d_bias(&t[0], &t[1], &t[2], 1, p)),
+                    |t| plain_bias(&t[0], &t[1], &t[2], 1, p),
+                    54,
+                );
+                assert_close_all(&got, &want, tol);
+            }
+            let (got, want) = compare_grads(
+                &[&x, &wt],
+                |t| pool.install(|| conv2d(&t[0], &t[1], 1, p)),
+                |t| plain(&t[0], &t[1], 1, p),
+                55,
+            );
+            assert_close_all(&got, &want, tol);
+        }
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let x = rand_tensor(&[2, 2, 16, 16], 56, DType::F64, &dev);
+        let wt = rand_tensor(&[2, 2, 3, 3], 57, DType::F64, &dev);
+        let bs = rand_tensor(&[2, 2], 58, DType::F64, &dev);
+        check_finite_differences(
+            &[&x, &wt, &bs],
+            |t| one.install(|| conv2d_bias(&t[0], &t[1], &t[2], 1, 1)),
+            59,
+        );
     }
 
     #[test]
