@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::scratch::Scratch;
 use multiversion::multiversion;
 
-use super::{applies, same_dtype, slice, sum_f64, Real};
+use super::{applies, same_dtype, slice, sum_f64, zeroed, Real};
 
 /// The common shape `[N, C, T]` of the three inputs.
 fn dims3(what: &str, ls: &[&Layout]) -> Result<(usize, usize, usize)> {
@@ -67,7 +67,7 @@ struct Attention {
 
 impl Attention {
     fn run<T: Real>(&self, q: &[T], k: &[T], v: &[T], c: usize, t: usize) -> Result<Vec<T>> {
-        let mut out = vec![T::zero(); q.len()];
+        let mut out = zeroed::<T>(q.len());
         out.par_chunks_mut(c * t)
             .enumerate()
             .try_for_each(|(i, o)| -> Result<()> {
@@ -130,7 +130,7 @@ struct AttentionGrad {
 impl AttentionGrad {
     fn run<T: Real>(&self, qkv: &[T], d_out: &[T], c: usize, t: usize) -> Result<Vec<T>> {
         let ct = c * t;
-        let mut grads = vec![T::zero(); qkv.len()];
+        let mut grads = zeroed::<T>(qkv.len());
         grads
             .par_chunks_mut(3 * ct)
             .zip(qkv.par_chunks(3 * ct))

@@ -13,7 +13,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::{applies, slice, Real};
+use super::{applies, slice, zeroed, Real};
 
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 15;
@@ -61,7 +61,7 @@ impl Dropout {
     }
 
     fn run<T: Real>(&self, x: &[T]) -> Vec<T> {
-        let mut out = vec![T::zero(); x.len()];
+        let mut out = zeroed::<T>(x.len());
         let kept = T::from_f64(1.0 / (1.0 - self.p));
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))

@@ -11,7 +11,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{applies, slice, Real};
+use super::{applies, slice, zeroed, Real};
 
 /// One resampling: separable taps, stride, padding, direction and the input/output plane sizes.
 #[derive(Debug, Clone, Copy)]
@@ -106,7 +106,7 @@ impl Fir {
         let (ih, iw) = self.in_hw();
         let (oh, ow) = self.out_hw();
         let planes = x.len() / (ih * iw);
-        let mut y = vec![T::zero(); planes * oh * ow];
+        let mut y = zeroed::<T>(planes * oh * ow);
         let f = self.taps;
         let (s, p) = (self.stride, self.pad);
         let cols: Vec<(usize, usize)> = (0..4).map(|b| self.range(b, bw, sw)).collect();

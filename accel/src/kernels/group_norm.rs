@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use multiversion::multiversion;
 
-use super::{applies, same_dtype, slice, sum_f64, sum_pairs_f64, Real};
+use super::{applies, same_dtype, slice, sum_f64, sum_pairs_f64, zeroed, Real};
 
 #[derive(Debug, Clone, Copy)]
 struct Geom {
@@ -58,7 +58,7 @@ impl Geom {
     /// `y = γ·x̂ + β`, or `SiLU(γ·x̂ + β)` when `silu`.
     fn forward<T: Real>(&self, x: &[T], gamma: &[T], beta: &[T], silu: bool) -> Vec<T> {
         let m = self.m();
-        let mut y = vec![T::zero(); x.len()];
+        let mut y = zeroed::<T>(x.len());
         y.par_chunks_mut(m)
             .zip(x.par_chunks(m))
             .enumerate()
@@ -72,7 +72,7 @@ impl Geom {
         let (gamma, beta) = affine.split_at(self.c);
         let (m, cg) = (self.m(), self.c / self.groups);
         let n = x.len();
-        let mut out = vec![T::zero(); n + 2 * self.c];
+        let mut out = zeroed::<T>(n + 2 * self.c);
         // Per (batch, channel) partial sums of dy·x̂ and dy.
         let mut partial = vec![(0.0f64, 0.0f64); self.b * self.c];
         out[..n]

@@ -15,7 +15,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{applies, slice, Real};
+use super::{applies, slice, zeroed, Real};
 
 /// Elements of output per rayon task (small planes are grouped so that a task is worth its overhead).
 const TASK_ELEMS: usize = 1 << 14;
@@ -58,7 +58,7 @@ impl Box2 {
         let (oh, ow) = self.out_hw();
         let (isz, osz) = (ih * iw, oh * ow);
         let planes = x.len().checked_div(isz).unwrap_or(0);
-        let mut y = vec![T::zero(); planes * osz];
+        let mut y = zeroed::<T>(planes * osz);
         if osz == 0 {
             return y;
         }

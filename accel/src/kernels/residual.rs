@@ -11,7 +11,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{applies, slice, Real};
+use super::{applies, slice, zeroed, Real};
 
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 15;
@@ -24,7 +24,7 @@ struct Residual {
 impl Residual {
     fn run<T: Real>(&self, x: &[T], h: &[T]) -> Vec<T> {
         let s = T::from_f64(self.scale);
-        let mut out = vec![T::zero(); x.len()];
+        let mut out = zeroed::<T>(x.len());
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK).zip(h.par_chunks(CHUNK)))
             .for_each(|(o, (x, h))| {

@@ -20,7 +20,7 @@ use super::blocks::{
 };
 use super::params::{Init, Pb};
 use super::{DecoderNet, EncoderNet, FeatureShapes, Features};
-use crate::kernels::residual;
+use crate::kernels::{cat_channels, residual};
 
 /// DDPM++ (SongUNet) settings (defaults: EDM `--arch=ddpmpp` as in the authors' multistage run).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -483,7 +483,7 @@ impl DecoderNet for Decoder {
                 let s = skips
                     .pop()
                     .ok_or_else(|| candle_core::Error::Msg("ddpmpp: skip list exhausted".into()))?;
-                h = b.forward(&Tensor::cat(&[&h, s], 1)?, &f.emb, ctx)?;
+                h = b.forward(&cat_channels(&h, s)?, &f.emb, ctx)?;
             }
         }
         self.aux_conv.forward(&self.aux_norm.forward_silu(&h)?)

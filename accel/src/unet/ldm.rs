@@ -20,6 +20,7 @@ use super::blocks::{
 };
 use super::params::{Init, Pb};
 use super::{DecoderNet, EncoderNet, FeatureShapes, Features};
+use crate::kernels::cat_channels;
 
 /// LDM U-Net settings (defaults: `celebahq-ldm-vq-4_multistage224-256-192-128.yaml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -481,7 +482,7 @@ impl DecoderNet for Decoder {
             let s = skips
                 .pop()
                 .ok_or_else(|| candle_core::Error::Msg("ldm: skip list exhausted".into()))?;
-            h = run(b, &Tensor::cat(&[&h, s], 1)?, &f.emb, ctx)?;
+            h = run(b, &cat_channels(&h, s)?, &f.emb, ctx)?;
         }
         self.out_conv.forward(&self.out_norm.forward_silu(&h)?)
     }

@@ -18,7 +18,7 @@ use super::blocks::{
 };
 use super::params::{Init, Pb};
 use super::{DecoderNet, EncoderNet, FeatureShapes, Features};
-use crate::kernels::residual;
+use crate::kernels::{cat_channels, residual};
 
 /// NCSN++ settings (defaults: the authors' CIFAR-10 "deep" config).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -553,7 +553,7 @@ impl DecoderNet for Decoder {
                 let s = skips
                     .pop()
                     .ok_or_else(|| candle_core::Error::Msg("ncsnpp: skip list exhausted".into()))?;
-                h = b.forward(&Tensor::cat(&[&h, s], 1)?, &f.emb, ctx)?;
+                h = b.forward(&cat_channels(&h, s)?, &f.emb, ctx)?;
             }
             if let Some(a) = &lvl.attn {
                 h = a.forward(&h)?;
