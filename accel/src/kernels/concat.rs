@@ -8,11 +8,9 @@
 
 use std::mem::MaybeUninit;
 
+use super::{applies, par_filled, same_dtype, slice, Real};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
-
-use super::{applies, same_dtype, slice, Real};
 
 #[derive(Debug, Clone, Copy)]
 struct CatChannels;
@@ -35,22 +33,14 @@ fn write_copy<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
 
 /// Per batch element, its `ra` values of `a` followed by its `rb` values of `b`.
 fn run<T: Real>(a: &[T], b: &[T], n: usize, ra: usize, rb: usize) -> Vec<T> {
-    let len = n * (ra + rb);
-    let mut out: Vec<T> = Vec::with_capacity(len);
-    if len > 0 {
-        out.spare_capacity_mut()[..len]
-            .par_chunks_mut(ra + rb)
-            .enumerate()
-            .for_each(|(i, o)| {
-                let (oa, ob) = o.split_at_mut(ra);
-                write_copy(oa, &a[i * ra..][..ra]);
-                write_copy(ob, &b[i * rb..][..rb]);
-            });
+    // SAFETY: each block is one element's `ra + rb` values, written by its two copies.
+    unsafe {
+        par_filled(n * (ra + rb), ra + rb, |i, o| {
+            let (oa, ob) = o.split_at_mut(ra);
+            write_copy(oa, &a[i * ra..][..ra]);
+            write_copy(ob, &b[i * rb..][..rb]);
+        })
     }
-    // SAFETY: the capacity is at least `len`, and each of the first `len` elements was written above
-    // (`n` chunks of `ra + rb`, each filled by its two copies).
-    unsafe { out.set_len(len) };
-    out
 }
 
 impl CustomOp2 for CatChannels {
@@ -80,12 +70,11 @@ impl CustomOp2 for CatChannels {
     fn bwd(
         &self,
         a: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let ca = a.dim(1)?;
-        let cb = dy.dim(1)? - ca;
+        let (ca, cb) = (a.dim(1)?, b.dim(1)?);
         Ok((Some(dy.narrow(1, 0, ca)?), Some(dy.narrow(1, ca, cb)?)))
     }
 }
@@ -96,7 +85,6 @@ pub fn cat_channels(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         return Tensor::cat(&[a, b], 1);
     }
     same_dtype("cat along dimension 1", a, b)?;
-    geometry(a.dims(), b.dims())?;
     a.contiguous()?.apply_op2(&b.contiguous()?, CatChannels)
 }
 

@@ -113,6 +113,7 @@ pub mod residual;
 mod scratch;
 
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
@@ -234,11 +235,32 @@ pub(crate) fn zeroed<T: Real>(n: usize) -> Vec<T> {
     if n < PAR_ZERO_MIN || rayon::current_num_threads() < 2 {
         return vec![T::zero(); n];
     }
+    // SAFETY: the closure writes every element of each block.
+    unsafe {
+        par_filled(n, PAR_ZERO_MIN, |_, block| {
+            block.iter_mut().for_each(|e| _ = e.write(T::zero()))
+        })
+    }
+}
+
+/// A buffer of `n` elements written in place on the rayon pool, never initialised twice: `fill(i, b)`
+/// writes block `i`, elements `i·block..` (`block` of them, the last block shorter). The one place where
+/// the kernels build an output from uninitialised memory.
+///
+/// # Safety
+/// `fill` must write every element of each block it is given.
+pub(crate) unsafe fn par_filled<T: Send>(
+    n: usize,
+    block: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
+) -> Vec<T> {
     let mut v: Vec<T> = Vec::with_capacity(n);
     v.spare_capacity_mut()[..n]
-        .par_chunks_mut(PAR_ZERO_MIN)
-        .for_each(|block| block.iter_mut().for_each(|e| _ = e.write(T::zero())));
-    // SAFETY: the capacity is at least `n`, and each of the first `n` elements was written just above.
+        .par_chunks_mut(block.max(1))
+        .enumerate()
+        .for_each(|(i, b)| fill(i, b));
+    // SAFETY: the capacity is at least `n`, and by the caller's contract `fill` wrote each of the first
+    // `n` elements.
     unsafe { v.set_len(n) };
     v
 }
