@@ -11,11 +11,17 @@
 //!   shootdowns across threads). Here blocks up to 32 MiB (glibc's ceiling for this setting) come from the
 //!   heap and the heap is not trimmed, so the pages are reused. The peak RSS does not change: it is the
 //!   peak of live memory either way; the RSS just does not drop between steps.
-//! - **candle's element-wise ops on the calling thread.** candle runs its element-wise ops on its own
-//!   worker pool, whose pinned worker spins for a while after each op — on the same cores as the kernels'
-//!   rayon threads (9 % of the samples of a training step were that spin). With `CANDLE_NUM_THREADS=1`
-//!   candle makes no pool; the heavy ops are msd's own kernels on rayon anyway. A value set by the user
-//!   is kept.
+//! - **candle's worker pool parks at once.** candle runs its large element-wise ops (among them the
+//!   `zeros_like` + `add` with which its backward pass accumulates every gradient) on its own pool of
+//!   `CANDLE_NUM_THREADS − 1` workers beside the calling thread; by default each worker then spins for
+//!   up to 25 000 pause instructions before it parks, on the same cores as the kernels' rayon threads
+//!   (9 % of the samples of a training step were that spin). Here the spin limit is 0: the workers park
+//!   right after each op and are woken for the next. Until 2026-12-03 msd set `CANDLE_NUM_THREADS=1`
+//!   instead, which ran those ops on the calling thread alone while the other cores idled (the
+//!   gradient accumulation was ~13 % of a small NCSN++ step); with the parked pool, training steps
+//!   took 5–10 % less time on the 2-core Intel VM and the forwards did not change
+//!   (`notes/network-speed.md`, eighth round). Values the user sets (`CANDLE_NUM_THREADS`,
+//!   `CANDLE_BARRIER_POOL_SPIN_LIMIT`) are kept.
 
 /// Applies both settings; call it first thing in `main`. `MSD_MALLOC=default` leaves glibc's allocator
 /// settings alone (for comparing memory and speed).
@@ -23,10 +29,10 @@ pub fn configure() {
     if std::env::var("MSD_MALLOC").as_deref() != Ok("default") {
         keep_freed_memory();
     }
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         // Sound at the start of `main`: this program has started no thread and read nothing yet; the only
         // other threads are OpenBLAS's workers, idle since it loaded, which do not read the environment.
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0");
     }
 }
 

@@ -29,8 +29,10 @@ fn bits53(seed: u64, i: u64) -> u64 {
     z >> 11
 }
 
+/// One dropout mask: drop probability and seed. Also applied inside the fused GroupNorm (+ SiLU) kernel
+/// (`group_norm::group_norm_silu_dropout`), with the same element indices, so the two give the same mask.
 #[derive(Debug, Clone, Copy)]
-struct Dropout {
+pub(super) struct Dropout {
     p: f64,
     seed: u64,
     /// `⌈p·2⁵³⌉`: the uniform `u = bits·2⁻⁵³` satisfies `u ≥ p` exactly when `bits ≥ ⌈p·2⁵³⌉` (`p·2⁵³` is
@@ -40,29 +42,48 @@ struct Dropout {
 }
 
 impl Dropout {
-    fn new(p: f64, seed: u64) -> Self {
+    pub(super) fn new(p: f64, seed: u64) -> Self {
         let threshold = (p * (1u64 << 53) as f64).ceil() as u64;
         Self { p, seed, threshold }
     }
 
     /// Whether element `i` is kept: the stream's `i`-th uniform number is at least `p`.
     #[inline(always)]
-    fn kept(&self, i: usize) -> bool {
+    pub(super) fn kept(&self, i: usize) -> bool {
         bits53(self.seed, i as u64) >= self.threshold
+    }
+
+    pub(super) fn p(&self) -> f64 {
+        self.p
+    }
+
+    pub(super) fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The factor of a kept element, `1/(1 − p)`, rounded once to `T`.
+    pub(super) fn scale<T: Real>(&self) -> T {
+        T::from_f64(1.0 / (1.0 - self.p))
+    }
+
+    /// The mask value of element `i` in `T`, given [`Self::scale`]: the scale or 0.
+    #[inline(always)]
+    pub(super) fn factor<T: Real>(&self, i: usize, scale: T) -> T {
+        if self.kept(i) {
+            scale
+        } else {
+            T::zero()
+        }
     }
 
     /// The mask value of element `i`: `1/(1 − p)` or 0.
     fn mask(&self, i: usize) -> f64 {
-        if self.kept(i) {
-            1.0 / (1.0 - self.p)
-        } else {
-            0.0
-        }
+        self.factor(i, self.scale())
     }
 
     fn run<T: Real>(&self, x: &[T]) -> Vec<T> {
         let mut out = zeroed::<T>(x.len());
-        let kept = T::from_f64(1.0 / (1.0 - self.p));
+        let kept = self.scale::<T>();
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .enumerate()
@@ -77,8 +98,7 @@ impl Dropout {
 fn apply_chunk<T: Real>(d: Dropout, first: usize, x: &[T], o: &mut [T], kept: T) {
     for (j, (o, x)) in o.iter_mut().zip(x).enumerate() {
         // A product either way (not a branch to 0), as `x * mask`: NaN stays NaN.
-        let m = if d.kept(first + j) { kept } else { T::zero() };
-        *o = *x * m;
+        *o = *x * d.factor(first + j, kept);
     }
 }
 
@@ -108,9 +128,7 @@ impl CustomOp1 for Dropout {
 /// Inverted dropout with drop probability `p ∈ [0, 1)`: each element is zeroed with probability `p`, the
 /// rest scaled by `1/(1 − p)`; the mask is determined by `seed` (same seed, same mask).
 pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
-    if !(0.0..1.0).contains(&p) {
-        candle_core::bail!("dropout: probability {p} is outside [0, 1)");
-    }
+    check_probability(p)?;
     if p == 0.0 {
         return Ok(x.clone());
     }
@@ -121,6 +139,14 @@ pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
     let mask: Vec<f64> = (0..x.elem_count()).map(|i| op.mask(i)).collect();
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     x * mask
+}
+
+/// The error of a drop probability outside `[0, 1)` (NaN included).
+pub(super) fn check_probability(p: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&p) {
+        candle_core::bail!("dropout: probability {p} is outside [0, 1)");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

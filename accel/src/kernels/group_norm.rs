@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use multiversion::multiversion;
 
+use super::dropout::{check_probability, dropout, Dropout};
 use super::{applies, same_dtype, slice, sum_f64, sum_pairs_f64, zeroed, Real};
 
 #[derive(Debug, Clone, Copy)]
@@ -55,20 +56,21 @@ impl Geom {
         (mean, 1.0 / (var + self.eps).sqrt())
     }
 
-    /// `y = γ·x̂ + β`, or `SiLU(γ·x̂ + β)` when `silu`.
-    fn forward<T: Real>(&self, x: &[T], gamma: &[T], beta: &[T], silu: bool) -> Vec<T> {
+    /// `y = γ·x̂ + β`, or `SiLU(γ·x̂ + β)` when `silu`; times the dropout mask when `drop` is given.
+    fn forward<T: Real>(&self, x: &[T], gamma: &[T], beta: &[T], act: Act) -> Vec<T> {
         let m = self.m();
         let mut y = zeroed::<T>(x.len());
         y.par_chunks_mut(m)
             .zip(x.par_chunks(m))
             .enumerate()
-            .for_each(|(bg, (y, x))| forward_group(*self, bg, x, y, gamma, beta, silu));
+            .for_each(|(bg, (y, x))| forward_group(*self, bg, x, y, gamma, beta, act));
         y
     }
 
     /// `[dx (B·C·S), dγ (C), dβ (C)]` in one buffer; `affine` is `[γ, β]` (`β` is read only with `silu`,
     /// whose derivative needs the pre-activation `z = γ·x̂ + β`: `SiLU'(z) = σ(z)·(1 + z·(1 − σ(z)))`).
-    fn backward<T: Real>(&self, x: &[T], affine: &[T], dy: &[T], silu: bool) -> Vec<T> {
+    /// With dropout, `dy` is first multiplied by the forward's mask.
+    fn backward<T: Real>(&self, x: &[T], affine: &[T], dy: &[T], act: Act) -> Vec<T> {
         let (gamma, beta) = affine.split_at(self.c);
         let (m, cg) = (self.m(), self.c / self.groups);
         let n = x.len();
@@ -81,7 +83,7 @@ impl Geom {
             .zip(partial.par_chunks_mut(cg))
             .enumerate()
             .for_each(|(bg, ((dx, (x, dy)), part))| {
-                backward_group(*self, bg, x, dy, dx, part, gamma, beta, silu)
+                backward_group(*self, bg, x, dy, dx, part, gamma, beta, act)
             });
         for c in 0..self.c {
             let (mut dg, mut db) = (0.0, 0.0);
@@ -106,8 +108,9 @@ fn forward_group<T: Real>(
     y: &mut [T],
     gamma: &[T],
     beta: &[T],
-    silu: bool,
+    act: Act,
 ) {
+    let silu = act.silu;
     let cg = g.c / g.groups;
     let (mean, r) = g.stats(x);
     let mu = T::from_f64(mean);
@@ -129,6 +132,14 @@ fn forward_group<T: Real>(
             }
         }
     }
+    if let Some(d) = act.drop {
+        // A second pass over the group while it is in cache; the product is the dropout kernel's
+        // (`y·mask`), so the fused op equals GroupNorm then dropout bit for bit.
+        let (first, scale) = (bg * g.m(), d.scale::<T>());
+        for (i, y) in y.iter_mut().enumerate() {
+            *y *= d.factor(first + i, scale);
+        }
+    }
 }
 
 /// One group of [`Geom::backward`]: its `dx` (and the per-channel sums `part` of `dy·x̂` and `dy`), for
@@ -144,9 +155,20 @@ fn backward_group<T: Real>(
     part: &mut [(f64, f64)],
     gamma: &[T],
     beta: &[T],
-    silu: bool,
+    act: Act,
 ) {
     let (m, cg, s) = (g.m(), g.c / g.groups, g.s);
+    let silu = act.silu;
+    // With dropout, dx first holds dy·mask (the dropout kernel's backward), and is read in place of dy.
+    let staged = if let Some(d) = act.drop {
+        let (first, scale) = (bg * m, d.scale::<T>());
+        for (i, (dx, &dy)) in dx.iter_mut().zip(dy).enumerate() {
+            *dx = dy * d.factor(first + i, scale);
+        }
+        true
+    } else {
+        false
+    };
     let (mean, r) = g.stats(x);
     let (mean_t, r_t) = (T::from_f64(mean), T::from_f64(r));
     let c0 = (bg % g.groups) * cg;
@@ -162,12 +184,18 @@ fn backward_group<T: Real>(
             // The gradient at z, kept in dx (as the plain composition keeps it in a tensor)
             // for the sums below and the second pass; computed in T (vectorised).
             let (gm_t, bt_t) = (T::from_f64(gm), beta[c0 + j]);
-            let one = T::one();
-            for ((&x, &dy), dz) in x.iter().zip(dy).zip(dz.iter_mut()) {
-                let z = gm_t * ((x - mean_t) * r_t) + bt_t;
-                let sg = z.sigmoid();
-                *dz = dy * sg * (one + z * (one - sg));
+            let z = |x: T| gm_t * ((x - mean_t) * r_t) + bt_t;
+            if staged {
+                for (&x, dz) in x.iter().zip(dz.iter_mut()) {
+                    *dz = silu_grad(*dz, z(x));
+                }
+            } else {
+                for ((&x, &dy), dz) in x.iter().zip(dy).zip(dz.iter_mut()) {
+                    *dz = silu_grad(dy, z(x));
+                }
             }
+            dz
+        } else if staged {
             dz
         } else {
             dy
@@ -190,7 +218,7 @@ fn backward_group<T: Real>(
         let gm = gamma[c0 + j].to_f64();
         let (a, b) = (T::from_f64(r * gm), T::from_f64(-r * r * mux));
         let c = T::from_f64(-r * mu);
-        if silu {
+        if silu || staged {
             for (dx, &x) in dx.iter_mut().zip(x) {
                 *dx = a * *dx + b * (x - mean_t) + c;
             }
@@ -200,6 +228,13 @@ fn backward_group<T: Real>(
             }
         }
     }
+}
+
+/// `d·SiLU'(z)` with `SiLU'(z) = σ(z)·(1 + z·(1 − σ(z)))`, as candle's composition evaluates it.
+#[inline(always)]
+fn silu_grad<T: Real>(d: T, z: T) -> T {
+    let (sg, one) = (z.sigmoid(), T::one());
+    d * sg * (one + z * (one - sg))
 }
 
 fn check_affine(g: &Geom, l2: &Layout, l3: &Layout, name: &str) -> Result<()> {
@@ -215,18 +250,25 @@ fn check_affine(g: &Geom, l2: &Layout, l3: &Layout, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// `group_norm(x, γ, β)`, followed by SiLU when `silu`.
+/// What follows the normalisation inside the kernel: SiLU, then dropout (each optional).
+#[derive(Debug, Clone, Copy)]
+struct Act {
+    silu: bool,
+    drop: Option<Dropout>,
+}
+
+/// `group_norm(x, γ, β)`, followed by `act`.
 struct GroupNorm {
     groups: usize,
     eps: f64,
-    silu: bool,
+    act: Act,
 }
 
 /// `(x, [γ, β], dy)` → `[dx, dγ, dβ]` flattened into one vector.
 struct GroupNormGrad {
     groups: usize,
     eps: f64,
-    silu: bool,
+    act: Act,
 }
 
 impl CustomOp3 for GroupNorm {
@@ -246,7 +288,7 @@ impl CustomOp3 for GroupNorm {
         let g = Geom::new(l1.shape().dims(), self.groups, self.eps)?;
         check_affine(&g, l2, l3, self.name())?;
         let out = by_dtype3!(((s1, l1), (s2, l2), (s3, l3)), self.name(), |x, gm, bt| g
-            .forward(x, gm, bt, self.silu));
+            .forward(x, gm, bt, self.act));
         Ok((out, l1.shape().clone()))
     }
 
@@ -264,7 +306,7 @@ impl CustomOp3 for GroupNorm {
             &GroupNormGrad {
                 groups: self.groups,
                 eps: self.eps,
-                silu: self.silu,
+                act: self.act,
             },
         )?;
         let (n, c) = (x.elem_count(), gamma.elem_count());
@@ -307,7 +349,7 @@ impl CustomOp3 for GroupNormGrad {
             );
         }
         let out = by_dtype3!(((s1, l1), (s2, l2), (s3, l3)), self.name(), |x, ab, dy| g
-            .backward(x, ab, dy, self.silu));
+            .backward(x, ab, dy, self.act));
         Ok((out, Shape::from(l1.shape().elem_count() + 2 * g.c)))
     }
 }
@@ -321,7 +363,11 @@ pub fn group_norm(
     bias: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
-    norm(x, groups, weight, bias, eps, false)
+    let act = Act {
+        silu: false,
+        drop: None,
+    };
+    norm(x, groups, weight, bias, eps, act)
 }
 
 /// `SiLU(group_norm(x, …))` (the U-Nets' norm → activation pair) as one kernel, forward and backward: saves
@@ -333,7 +379,31 @@ pub fn group_norm_silu(
     bias: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
-    norm(x, groups, weight, bias, eps, true)
+    let act = Act {
+        silu: true,
+        drop: None,
+    };
+    norm(x, groups, weight, bias, eps, act)
+}
+
+/// `dropout(SiLU(group_norm(x, …)), p, seed)` (the residual blocks' norm → activation → dropout) as one
+/// kernel: the mask of [`crate::kernels::dropout`] with the same `p` and `seed`, so the result equals the
+/// two ops in sequence bit for bit, without the dropout's own passes and graph node. Falls back to
+/// candle's ops like [`group_norm`].
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_silu_dropout(
+    x: &Tensor,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    p: f64,
+    seed: u64,
+) -> Result<Tensor> {
+    check_probability(p)?;
+    let drop = (p > 0.0).then(|| Dropout::new(p, seed));
+    let act = Act { silu: true, drop };
+    norm(x, groups, weight, bias, eps, act)
 }
 
 fn norm(
@@ -342,18 +412,20 @@ fn norm(
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
-    silu: bool,
+    act: Act,
 ) -> Result<Tensor> {
     if !applies(&[x, weight, bias]) {
         let c = x.dims().get(1).copied().unwrap_or(0);
-        let y = candle_nn::Module::forward(
+        let mut y = candle_nn::Module::forward(
             &candle_nn::GroupNorm::new(weight.clone(), bias.clone(), c, groups, eps)?,
             x,
         )?;
-        return if silu {
-            candle_nn::ops::silu(&y)
-        } else {
-            Ok(y)
+        if act.silu {
+            y = candle_nn::ops::silu(&y)?;
+        }
+        return match act.drop {
+            Some(d) => dropout(&y, d.p(), d.seed()),
+            None => Ok(y),
         };
     }
     same_dtype("group_norm", x, weight)?;
@@ -371,7 +443,7 @@ fn norm(
     x.contiguous()?.apply_op3(
         &weight.contiguous()?,
         &bias.contiguous()?,
-        GroupNorm { groups, eps, silu },
+        GroupNorm { groups, eps, act },
     )
 }
 
@@ -379,6 +451,7 @@ fn norm(
 mod tests {
     use super::super::testutil::*;
     use super::*;
+    use crate::kernels::with_kernels;
     use candle_core::{DType, Device};
     use proptest::prelude::*;
 
@@ -470,6 +543,64 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// GroupNorm + SiLU + dropout in one kernel equals the GroupNorm + SiLU kernel followed by the
+        /// dropout kernel with the same `p` and seed bit for bit: the output and the three gradients, f32 and
+        /// f64, several batch elements and groups (so the mask's element index runs across groups).
+        #[test]
+        fn silu_dropout_equals_the_two_kernels_exactly(
+            b in 1usize..4, cg in 1usize..5, groups in 1usize..5, h in 1usize..7, w in 1usize..7,
+            seed: u64, p in 0.01f64..0.9,
+        ) {
+            prop_assume!(cg * h * w > 1);
+            let c = cg * groups;
+            let dev = Device::Cpu;
+            for dtype in [DType::F32, DType::F64] {
+                let x = rand_tensor(&[b, c, h, w], seed % 1000, dtype, &dev);
+                let gm = (rand_tensor(&[c], seed % 1000 + 1, dtype, &dev) * 3.0).unwrap();
+                let bt = (rand_tensor(&[c], seed % 1000 + 2, dtype, &dev) * 3.0).unwrap();
+                let inputs = [&x, &gm, &bt];
+                let fused = value_and_grads(&inputs, |t| group_norm_silu_dropout(&t[0], groups, &t[1], &t[2], 1e-6, p, seed), 5);
+                let two = value_and_grads(&inputs, |t| dropout(&group_norm_silu(&t[0], groups, &t[1], &t[2], 1e-6)?, p, seed), 5);
+                prop_assert_eq!(fused, two);
+            }
+        }
+    }
+
+    #[test]
+    fn silu_dropout_gradients_match_finite_differences_f64() {
+        let dev = Device::Cpu;
+        for &(b, c, groups, h, w) in &[(2, 4, 2, 3, 3), (1, 6, 3, 2, 5)] {
+            let x = rand_tensor(&[b, c, h, w], 31, DType::F64, &dev);
+            let gm = (rand_tensor(&[c], 32, DType::F64, &dev) * 3.0).unwrap();
+            let bt = (rand_tensor(&[c], 33, DType::F64, &dev) * 3.0).unwrap();
+            check_finite_differences(
+                &[&x, &gm, &bt],
+                |t| group_norm_silu_dropout(&t[0], groups, &t[1], &t[2], 1e-5, 0.3, 77),
+                34,
+            );
+        }
+    }
+
+    /// Off the fused path (kernels off), the same function is candle's GroupNorm, SiLU and the dropout
+    /// fallback: it agrees with the fused kernel to round-off and drops the same elements.
+    #[test]
+    fn silu_dropout_fallback_agrees() {
+        let dev = Device::Cpu;
+        let x = rand_tensor(&[2, 6, 4, 4], 41, DType::F64, &dev);
+        let gm = rand_tensor(&[6], 42, DType::F64, &dev);
+        let bt = rand_tensor(&[6], 43, DType::F64, &dev);
+        let f = |t: &[Tensor]| group_norm_silu_dropout(&t[0], 3, &t[1], &t[2], 1e-5, 0.4, 9);
+        let fast = value_and_grads(&[&x, &gm, &bt], |t| with_kernels(true, || f(t)), 44);
+        let plain = value_and_grads(&[&x, &gm, &bt], |t| with_kernels(false, || f(t)), 44);
+        assert_close_all(&fast, &plain, 1e-12);
+        let zeros = |v: &[f64]| v.iter().map(|&y| y == 0.0).collect::<Vec<_>>();
+        assert_eq!(zeros(&fast[0]), zeros(&plain[0]));
+        assert!(fast[0].contains(&0.0), "p = 0.4 drops some of 192 elements");
+    }
+
     #[test]
     fn gradients_match_finite_differences_f64() {
         let dev = Device::Cpu;
@@ -506,6 +637,10 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("4 groups do not divide 6"));
+        for p in [-0.1, 1.0, f64::NAN] {
+            let e = group_norm_silu_dropout(&x, 3, &g, &g, 1e-5, p, 1).unwrap_err();
+            assert!(e.to_string().contains("outside [0, 1)"), "{e}");
+        }
         let x2 = Tensor::zeros((2, 6), DType::F32, &dev).unwrap();
         assert!(group_norm(&x2, 3, &g, &g, 1e-5)
             .unwrap_err()

@@ -124,7 +124,7 @@ pub use concat::cat_channels;
 pub use conv::{conv2d, conv2d_bias};
 pub use dropout::dropout;
 pub use fir::{fir_blur_pad2, fir_down, fir_up};
-pub use group_norm::{group_norm, group_norm_silu};
+pub use group_norm::{group_norm, group_norm_silu, group_norm_silu_dropout};
 pub use resample::{box_down, nearest_up};
 pub use residual::residual;
 

@@ -76,20 +76,21 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Inverted dropout; the mask comes from a seed drawn from our own seeded RNG (candle's CPU RNG cannot
-    /// be seeded), see [`crate::kernels::dropout`].
-    pub fn dropout(&self, x: &Tensor, p: f64) -> Result<Tensor> {
+    /// The seed of the next dropout mask with probability `p`, drawn from our own seeded training RNG
+    /// (candle's CPU RNG cannot be seeded); `None` when dropout is off (evaluation, or `p ≤ 0`). The
+    /// masks themselves: [`crate::kernels::dropout`].
+    fn dropout_seed(&self, p: f64) -> Result<Option<u64>> {
         let Some(rng) = self.train_rng else {
-            return Ok(x.clone());
+            return Ok(None);
         };
         if p <= 0.0 {
-            return Ok(x.clone());
+            return Ok(None);
         }
         let seed = rng
             .lock()
             .map_err(|_| candle_core::Error::Msg("dropout RNG lock poisoned".into()))?
             .random::<u64>();
-        crate::kernels::dropout(x, p, seed)
+        Ok(Some(seed))
     }
 }
 
@@ -376,6 +377,23 @@ impl GroupNorm {
             );
         }
         kernels::group_norm_silu(x, self.groups, &self.weight, &self.bias, self.eps)
+    }
+
+    /// `dropout(self.forward_silu(x), p)` as one kernel on the CPU, with a mask seed drawn from the
+    /// context's training RNG; without one (evaluation) or with `p ≤ 0` just [`Self::forward_silu`].
+    pub fn forward_silu_dropout(&self, x: &Tensor, ctx: &Ctx, p: f64) -> Result<Tensor> {
+        let Some(seed) = ctx.dropout_seed(p)? else {
+            return self.forward_silu(x);
+        };
+        if x.dims().get(1) != Some(&self.channels) {
+            candle_core::bail!(
+                "GroupNorm: expected {} channels, got input shape {:?}",
+                self.channels,
+                x.dims()
+            );
+        }
+        let (w, b) = (&self.weight, &self.bias);
+        kernels::group_norm_silu_dropout(x, self.groups, w, b, self.eps, p, seed)
     }
 }
 

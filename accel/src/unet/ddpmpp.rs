@@ -198,8 +198,8 @@ impl UNetBlock {
             &self.resample(&self.norm0.forward_silu(x)?)?,
             &self.affine.forward(emb)?,
         )?;
-        let h = self.norm1.forward_silu(&h)?;
-        let h = self.conv1.forward(&ctx.dropout(&h, self.dropout)?)?;
+        let h = self.norm1.forward_silu_dropout(&h, ctx, self.dropout)?;
+        let h = self.conv1.forward(&h)?;
         let s = match &self.skip {
             Some(c) => c.forward(&self.resample(orig)?)?,
             None => orig.clone(),

@@ -146,9 +146,9 @@ impl ResBlock {
         let h = self
             .in_conv
             .forward_biased(&self.in_norm.forward_silu(x)?, &self.emb.forward(emb)?)?;
-        let h = self
-            .out_conv
-            .forward(&ctx.dropout(&self.out_norm.forward_silu(&h)?, self.dropout)?)?;
+        let h =
+            self.out_conv
+                .forward(&self.out_norm.forward_silu_dropout(&h, ctx, self.dropout)?)?;
         let s = match &self.skip {
             Some(c) => c.forward(x)?,
             None => x.clone(),

@@ -130,8 +130,8 @@ impl ResBlock {
             x = fir_down(&x)?;
         }
         let h = self.conv0.forward_biased(&h, &self.dense.forward(emb)?)?;
-        let h = self.norm1.forward_silu(&h)?;
-        let h = self.conv1.forward(&ctx.dropout(&h, self.dropout)?)?;
+        let h = self.norm1.forward_silu_dropout(&h, ctx, self.dropout)?;
+        let h = self.conv1.forward(&h)?;
         let x = match &self.skip {
             Some(c) => c.forward(&x)?,
             None => x,
