@@ -1,7 +1,7 @@
 //! Process-wide settings the `msd` binary makes before it does anything else (the `unet_peer` bench, which
 //! stands for it in the PyTorch comparison, makes them too).
 //!
-//! Both were measured on a training step of the NCSN++ and DDPM++ small configs (2 threads, batch 32,
+//! Both were first measured (the second in its earlier form, below) on a training step of the NCSN++ and DDPM++ small configs (2 threads, batch 32,
 //! alternating runs on the idle 2-core development machine): CPU time per step 2.5–3.2 s → 1.8–2.4 s, wall
 //! time 1.2–1.8 s → 1.1–1.4 s (`notes/network-speed.md`, third round).
 //!
@@ -18,8 +18,9 @@
 //!   (9 % of the samples of a training step were that spin). Here the spin limit is 0: the workers park
 //!   right after each op and are woken for the next. Until 2026-12-03 msd set `CANDLE_NUM_THREADS=1`
 //!   instead, which ran those ops on the calling thread alone while the other cores idled (the
-//!   gradient accumulation was ~13 % of a small NCSN++ step); with the parked pool, training steps
-//!   took 5–10 % less time on the 2-core Intel VM and the forwards did not change
+//!   gradient accumulation was ~13 % of a small NCSN++ step). With the parked pool the calling thread's
+//!   share of those `add`s per NCSN++ small step fell from ~140 to ~65 ms (the other half runs on the
+//!   worker); on the 2-core Intel VM the wall time of a step moved by less than that VM's noise
 //!   (`notes/network-speed.md`, eighth round). Values the user sets (`CANDLE_NUM_THREADS`,
 //!   `CANDLE_BARRIER_POOL_SPIN_LIMIT`) are kept.
 
