@@ -108,14 +108,7 @@ impl CustomOp1 for Dropout {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(self.run(slice::<f32>(s, l, self.name())?)),
-            CpuStorage::F64(_) => CpuStorage::F64(self.run(slice::<f64>(s, l, self.name())?)),
-            other => candle_core::bail!(
-                "dropout: unsupported dtype {:?} (f32 or f64)",
-                other.dtype()
-            ),
-        };
+        let out = by_dtype1!(s, l, "dropout", |x| self.run(x));
         Ok((out, l.shape().clone()))
     }
 
@@ -234,6 +227,17 @@ mod tests {
         let dev = Device::Cpu;
         let x = rand_tensor(&[2, 3, 4, 5], 1, DType::F64, &dev);
         check_finite_differences(&[&x], |t| with_kernels(true, || dropout(&t[0], 0.3, 9)), 3);
+    }
+
+    /// The kernel itself (reached directly, past `dropout`'s fallback) refuses other dtypes by name.
+    #[test]
+    fn other_dtypes_are_errors_not_panics() {
+        let x = Tensor::zeros(4, DType::F16, &Device::Cpu).unwrap();
+        let e = x.apply_op1(Dropout::new(0.5, 1)).unwrap_err().to_string();
+        assert!(
+            e.contains("dropout: unsupported dtype F16 (f32 or f64)"),
+            "{e}"
+        );
     }
 
     #[test]

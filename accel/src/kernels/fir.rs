@@ -155,11 +155,7 @@ impl CustomOp1 for Fir {
                 self.in_hw()
             ),
         };
-        let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(self.run(slice::<f32>(s, l, self.name())?)),
-            CpuStorage::F64(_) => CpuStorage::F64(self.run(slice::<f64>(s, l, self.name())?)),
-            other => candle_core::bail!("fir: unsupported dtype {:?} (f32 or f64)", other.dtype()),
-        };
+        let out = by_dtype1!(s, l, "fir", |x| self.run(x));
         let (oh, ow) = self.out_hw();
         Ok((out, Shape::from((b, c, oh, ow))))
     }

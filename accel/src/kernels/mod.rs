@@ -67,6 +67,28 @@ macro_rules! by_dtype {
     };
 }
 
+/// [`by_dtype!`] for one input: `$body` with `$a` the f32 or f64 slice of `($s, $l)`; other dtypes are an
+/// error naming `$what`.
+macro_rules! by_dtype1 {
+    ($s:expr, $l:expr, $what:expr, |$a:ident| $body:expr) => {
+        match $s {
+            CpuStorage::F32(_) => {
+                let $a = slice::<f32>($s, $l, $what)?;
+                CpuStorage::F32($body)
+            }
+            CpuStorage::F64(_) => {
+                let $a = slice::<f64>($s, $l, $what)?;
+                CpuStorage::F64($body)
+            }
+            other => candle_core::bail!(
+                "{}: unsupported dtype {:?} (f32 or f64)",
+                $what,
+                other.dtype()
+            ),
+        }
+    };
+}
+
 /// [`by_dtype!`] for three inputs.
 macro_rules! by_dtype3 {
     ($s:expr, $name:expr, |$a:ident, $b:ident, $c:ident| $body:expr) => {{

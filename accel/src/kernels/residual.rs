@@ -99,15 +99,7 @@ impl CustomOp1 for ScaleGrad {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(self.run(slice::<f32>(s, l, self.name())?)),
-            CpuStorage::F64(_) => CpuStorage::F64(self.run(slice::<f64>(s, l, self.name())?)),
-            other => candle_core::bail!(
-                "{}: unsupported dtype {:?} (f32 or f64)",
-                self.name(),
-                other.dtype()
-            ),
-        };
+        let out = by_dtype1!(s, l, "residual gradient", |x| self.run(x));
         Ok((out, l.shape().clone()))
     }
 }
