@@ -1,9 +1,10 @@
 //! Process-wide settings the `msd` binary makes before it does anything else (the `unet_peer` bench, which
 //! stands for it in the PyTorch comparison, makes them too).
 //!
-//! Both were first measured (the second in its earlier form, below) on a training step of the NCSN++ and DDPM++ small configs (2 threads, batch 32,
-//! alternating runs on the idle 2-core development machine): CPU time per step 2.5–3.2 s → 1.8–2.4 s, wall
-//! time 1.2–1.8 s → 1.1–1.4 s (`notes/network-speed.md`, third round).
+//! Both were first measured (the second in its earlier form, below) on a training step of the NCSN++ and
+//! DDPM++ small configs (2 threads, batch 32, alternating runs on the idle 2-core development machine): CPU
+//! time per step 2.5–3.2 s → 1.8–2.4 s, wall time 1.2–1.8 s → 1.1–1.4 s (`notes/network-speed.md`, third
+//! round).
 //!
 //! - **Freed memory stays in the heap.** A training step allocates and frees the same large activations and
 //!   gradients every time. glibc serves blocks above its (adaptive) mmap threshold with fresh `mmap`s and

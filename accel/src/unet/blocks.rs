@@ -355,8 +355,8 @@ impl GroupNorm {
         })
     }
 
-    /// The fused kernel on the CPU, candle_nn's GroupNorm otherwise (see `crate::kernels`).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// The error of an input whose channel count is not this layer's.
+    fn check_channels(&self, x: &Tensor) -> Result<()> {
         if x.dims().get(1) != Some(&self.channels) {
             candle_core::bail!(
                 "GroupNorm: expected {} channels, got input shape {:?}",
@@ -364,36 +364,31 @@ impl GroupNorm {
                 x.dims()
             );
         }
+        Ok(())
+    }
+
+    /// The fused kernel on the CPU, candle_nn's GroupNorm otherwise (see `crate::kernels`).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_channels(x)?;
         kernels::group_norm(x, self.groups, &self.weight, &self.bias, self.eps)
     }
 
     /// `silu(self.forward(x))`, fused into one kernel on the CPU.
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
-        if x.dims().get(1) != Some(&self.channels) {
-            candle_core::bail!(
-                "GroupNorm: expected {} channels, got input shape {:?}",
-                self.channels,
-                x.dims()
-            );
-        }
+        self.check_channels(x)?;
         kernels::group_norm_silu(x, self.groups, &self.weight, &self.bias, self.eps)
     }
 
     /// `dropout(self.forward_silu(x), p)` as one kernel on the CPU, with a mask seed drawn from the
     /// context's training RNG; without one (evaluation) or with `p ≤ 0` just [`Self::forward_silu`].
+    /// A bad input is refused before a seed is drawn, so it leaves the RNG as it was.
     pub fn forward_silu_dropout(&self, x: &Tensor, ctx: &Ctx, p: f64) -> Result<Tensor> {
-        let Some(seed) = ctx.dropout_seed(p)? else {
-            return self.forward_silu(x);
-        };
-        if x.dims().get(1) != Some(&self.channels) {
-            candle_core::bail!(
-                "GroupNorm: expected {} channels, got input shape {:?}",
-                self.channels,
-                x.dims()
-            );
-        }
+        self.check_channels(x)?;
         let (w, b) = (&self.weight, &self.bias);
-        kernels::group_norm_silu_dropout(x, self.groups, w, b, self.eps, p, seed)
+        match ctx.dropout_seed(p)? {
+            Some(seed) => kernels::group_norm_silu_dropout(x, self.groups, w, b, self.eps, p, seed),
+            None => kernels::group_norm_silu(x, self.groups, w, b, self.eps),
+        }
     }
 }
 

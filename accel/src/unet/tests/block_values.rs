@@ -179,6 +179,37 @@ fn group_norm_groups_and_eps() {
     }
 }
 
+/// An input with the wrong channel count is an error naming both, from each of the layer's forwards; the
+/// dropout variant refuses it before drawing its mask seed, so the training RNG is left as it was.
+#[test]
+fn group_norm_refuses_the_wrong_channel_count() {
+    let store = ParamStore::real(&Device::Cpu, 1);
+    let gn = GroupNorm::new(&store.root().pp("gn"), 8, Groups::MinQuarter(16), 1e-6).unwrap();
+    let x = Tensor::zeros((2, 6, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    let rng = std::sync::Mutex::new(StdRng::seed_from_u64(7));
+    let ctx = Ctx {
+        train_rng: Some(&rng),
+    };
+    let errors = [
+        gn.forward(&x).unwrap_err(),
+        gn.forward_silu(&x).unwrap_err(),
+        gn.forward_silu_dropout(&x, &ctx, 0.1).unwrap_err(),
+    ];
+    for e in errors {
+        let e = e.to_string();
+        assert!(
+            e.contains("expected 8 channels, got input shape [2, 6, 3, 3]"),
+            "{e}"
+        );
+    }
+    let next = rng.lock().unwrap().random::<u64>();
+    assert_eq!(
+        next,
+        StdRng::seed_from_u64(7).random::<u64>(),
+        "no seed drawn"
+    );
+}
+
 /// The BigGAN ResBlock without resampling: (skip(x) + conv1(SiLU(GN(conv0(SiLU(GN(x))) + dense(emb)))))/√2,
 /// with the 1×1 skip conv when the widths differ and the identity otherwise. Checked to fail without the
 /// /√2 and with GroupNorm eps 1e-5 (one input group has a variance near eps).
