@@ -236,7 +236,7 @@ fn peer_case(spec: &str, out: Option<String>) -> Result<()> {
         "max_rss_kb": max_rss_kb(),
         "threads": candle_core::utils::get_num_threads(),
         // Which SIMD kernel set the gemm crate ran on this CPU.
-        "gemm_kernels": msd::accel::kernels::blas::kernel_set(),
+        "gemm_kernels": msd::accel::kernels::blas::gemm_library(),
     });
     match out {
         Some(p) => std::fs::write(&p, json.to_string()).with_context(|| format!("writing {p}"))?,

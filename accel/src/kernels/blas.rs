@@ -1,6 +1,8 @@
-//! Row-major GEMM for the kernels, through the `gemm` crate (the one candle's own matmul uses), built with
-//! its `x86-v4` feature: on a CPU with AVX-512 it picks its AVX-512 kernels at run time, elsewhere its
-//! AVX2/FMA or portable ones.
+//! Row-major GEMM for the kernels. f32 products go to oneDNN's `sgemm` where the machine has oneDNN
+//! (`onednn.rs`, loaded at run time), otherwise, and for f64, to the `gemm` crate (the one candle's own
+//! matmul uses), built with its `x86-v4` feature: on a CPU with AVX-512 it picks its AVX-512 kernels at
+//! run time, elsewhere its AVX2/FMA or portable ones. `MSD_GEMM` chooses: `auto` (the default), `crate`
+//! or `onednn` (an error where oneDNN does not load).
 //!
 //! # Why not OpenBLAS
 //! The workspace links OpenBLAS (for ndarray-linalg), and the kernels used it until its rate was measured on
@@ -23,7 +25,45 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::onednn::OneDnn;
 use super::scratch::{Pooled, Scratch};
+
+/// The library that computes the f32 products.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Lib {
+    OneDnn(&'static OneDnn),
+    Crate,
+}
+
+/// The f32 GEMM library `MSD_GEMM` asks for (read once): `auto` or unset, oneDNN where it loads and the
+/// crate otherwise; `crate`; `onednn`, an error where oneDNN does not load.
+pub(crate) fn lib() -> candle_core::Result<Lib> {
+    static LIB: OnceLock<Result<Lib, String>> = OnceLock::new();
+    let choice = LIB.get_or_init(|| {
+        let wanted = std::env::var("MSD_GEMM").unwrap_or_default();
+        match wanted.as_str() {
+            "" | "auto" => Ok(OneDnn::get().map_or(Lib::Crate, Lib::OneDnn)),
+            "crate" => Ok(Lib::Crate),
+            "onednn" => OneDnn::get()
+                .map(Lib::OneDnn)
+                .map_err(|e| format!("MSD_GEMM=onednn, but {e}")),
+            other => Err(format!(
+                "MSD_GEMM must be auto, crate or onednn, not {other:?}"
+            )),
+        }
+    });
+    choice.clone().map_err(candle_core::Error::Msg)
+}
+
+/// What computes the f32 products on this machine: oneDNN and its version, or the SIMD kernel set of the
+/// `gemm` crate; or why the `MSD_GEMM` setting is refused.
+pub fn gemm_library() -> String {
+    match lib() {
+        Ok(Lib::OneDnn(d)) => d.description.clone(),
+        Ok(Lib::Crate) => format!("gemm crate, {}", kernel_set()),
+        Err(e) => e.to_string(),
+    }
+}
 
 /// The SIMD kernel set the `gemm` crate runs on this CPU (it decides at run time, per call, by the
 /// same feature tests).
@@ -68,6 +108,29 @@ trait RawGemm:
 {
     const ZERO: Self;
     const ONE: Self;
+
+    /// [`RawGemm::raw`] on `lib` where `lib` has this type's GEMM, on the crate otherwise.
+    ///
+    /// # Safety
+    /// As [`RawGemm::raw`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn raw_in(
+        _lib: Lib,
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const Self,
+        lda: usize,
+        b: *const Self,
+        ldb: usize,
+        beta: Self,
+        c: *mut Self,
+        ldc: usize,
+    ) {
+        Self::raw(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)
+    }
 
     /// # Safety
     /// The pointers and leading dimensions must describe matrices of the given shapes inside live
@@ -194,8 +257,34 @@ trait RawGemm:
 impl RawGemm for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+
+    unsafe fn raw_in(
+        lib: Lib,
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const Self,
+        lda: usize,
+        b: *const Self,
+        ldb: usize,
+        beta: Self,
+        c: *mut Self,
+        ldc: usize,
+    ) {
+        // oneDNN refuses only arguments that the checks before every call rule out; should it refuse
+        // anyway, the crate computes the product (it has not touched C then).
+        if let Lib::OneDnn(d) = lib {
+            if d.sgemm(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc) {
+                return;
+            }
+        }
+        Self::raw(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)
+    }
 }
 
+/// oneDNN has no f64 GEMM: f64 products always run on the crate.
 impl RawGemm for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
@@ -288,67 +377,7 @@ impl<T: RawGemm> Gemm for T {
         beta: T,
         c: &mut [T],
     ) -> candle_core::Result<()> {
-        let threads = rayon::current_num_threads();
-        if !rayon_split() || threads < 2 || m * n * k < SPLIT_MIN_MACS {
-            return T::gemm_serial(ta, tb, m, n, k, a, b, beta, c);
-        }
-        // Split only from SPLIT_MIN_MACS on, so m, n and k are all positive here.
-        check(m, n, k, a.len(), b.len(), c.len())?;
-        let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
-        // Blocks of whole rows of C (rows of op(A)) or of whole columns (columns of op(B)), whichever
-        // dimension is longer; twice as many blocks as threads so that a thread that got descheduled on a
-        // busy machine does not hold up the rest.
-        let split_rows = m >= n;
-        let len = if split_rows { m } else { n };
-        let block = len.div_ceil(2 * threads).next_multiple_of(16).max(16);
-        let (pa, pb, pc) = (
-            Ptr(a.as_ptr() as *mut T),
-            Ptr(b.as_ptr() as *mut T),
-            Ptr(c.as_mut_ptr()),
-        );
-        (0..len.div_ceil(block)).into_par_iter().for_each(|i| {
-            let (lo, hi) = (i * block, ((i + 1) * block).min(len));
-            let (pa, pb, pc) = (pa, pb, pc);
-            // SAFETY: rows lo..hi of op(A) start at row lo of a (or column lo of aᵀ), columns lo..hi of
-            // op(B) at column lo of b (or row lo of bᵀ); the leading dimensions stay those of the full
-            // matrices, so every block reads inside a and b, and writes only its own rows (columns) of c.
-            unsafe {
-                if split_rows {
-                    let a0 = if ta { pa.0.add(lo) } else { pa.0.add(lo * k) };
-                    T::raw(
-                        ta,
-                        tb,
-                        hi - lo,
-                        n,
-                        k,
-                        a0,
-                        lda,
-                        pb.0,
-                        ldb,
-                        beta,
-                        pc.0.add(lo * n),
-                        n,
-                    );
-                } else {
-                    let b0 = if tb { pb.0.add(lo * k) } else { pb.0.add(lo) };
-                    T::raw(
-                        ta,
-                        tb,
-                        m,
-                        hi - lo,
-                        k,
-                        pa.0,
-                        lda,
-                        b0,
-                        ldb,
-                        beta,
-                        pc.0.add(lo),
-                        n,
-                    );
-                }
-            }
-        });
-        Ok(())
+        gemm_in(lib()?, ta, tb, m, n, k, a, b, beta, c)
     }
 
     fn gemm_serial(
@@ -362,129 +391,289 @@ impl<T: RawGemm> Gemm for T {
         beta: T,
         c: &mut [T],
     ) -> candle_core::Result<()> {
-        check(m, n, k, a.len(), b.len(), c.len())?;
-        if m == 0 || n == 0 {
-            return Ok(());
-        }
-        if k == 0 {
-            c.iter_mut().for_each(|v| *v = *v * beta);
-            return Ok(());
-        }
-        let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
-        // SAFETY: the sizes were checked above against the slices' lengths, and the leading dimensions are
-        // those of dense row-major matrices of these shapes.
-        unsafe {
-            T::raw(
-                ta,
-                tb,
-                m,
-                n,
-                k,
-                a.as_ptr(),
-                lda,
-                b.as_ptr(),
-                ldb,
-                beta,
-                c.as_mut_ptr(),
-                n,
-            )
-        };
-        Ok(())
+        gemm_serial_in(lib()?, ta, tb, m, n, k, a, b, beta, c)
     }
 
     fn gemm_ld_serial(
         m: usize,
         n: usize,
         k: usize,
-        (a, lda): (&[T], usize),
-        (b, ldb): (&[T], usize),
+        a: (&[T], usize),
+        b: (&[T], usize),
         beta: T,
-        (c, ldc): (&mut [T], usize),
+        c: (&mut [T], usize),
     ) -> candle_core::Result<()> {
-        if !fits_ld(m, k, lda, a.len())
-            || !fits_ld(k, n, ldb, b.len())
-            || !fits_ld(m, n, ldc, c.len())
-        {
-            candle_core::bail!(
-                "gemm: bad operand extents (m {m}, n {n}, k {k}; a {} with ld {lda}, b {} with ld {ldb}, c {} with ld {ldc})",
-                a.len(),
-                b.len(),
-                c.len()
-            );
-        }
-        if m == 0 || n == 0 {
-            return Ok(());
-        }
-        if k == 0 {
-            for row in c.chunks_mut(ldc).take(m) {
-                row[..n].iter_mut().for_each(|v| *v = *v * beta);
-            }
-            return Ok(());
-        }
-        // SAFETY: the three submatrices were checked above to lie inside their slices.
-        unsafe {
-            T::raw(
-                false,
-                false,
-                m,
-                n,
-                k,
-                a.as_ptr(),
-                lda,
-                b.as_ptr(),
-                ldb,
-                beta,
-                c.as_mut_ptr(),
-                ldc,
-            )
-        };
-        Ok(())
+        gemm_ld_serial_in(lib()?, m, n, k, a, b, beta, c)
     }
+}
+
+/// [`Gemm::gemm`] on `lib`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_in<T: RawGemm>(
+    lib: Lib,
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    b: &[T],
+    beta: T,
+    c: &mut [T],
+) -> candle_core::Result<()> {
+    let threads = rayon::current_num_threads();
+    if !rayon_split() || threads < 2 || m * n * k < SPLIT_MIN_MACS {
+        return gemm_serial_in(lib, ta, tb, m, n, k, a, b, beta, c);
+    }
+    // Split only from SPLIT_MIN_MACS on, so m, n and k are all positive here.
+    check(m, n, k, a.len(), b.len(), c.len())?;
+    let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
+    // Blocks of whole rows of C (rows of op(A)) or of whole columns (columns of op(B)), whichever
+    // dimension is longer; twice as many blocks as threads so that a thread that got descheduled on a
+    // busy machine does not hold up the rest.
+    let split_rows = m >= n;
+    let len = if split_rows { m } else { n };
+    let block = len.div_ceil(2 * threads).next_multiple_of(16).max(16);
+    let (pa, pb, pc) = (
+        Ptr(a.as_ptr() as *mut T),
+        Ptr(b.as_ptr() as *mut T),
+        Ptr(c.as_mut_ptr()),
+    );
+    (0..len.div_ceil(block)).into_par_iter().for_each(|i| {
+        let (lo, hi) = (i * block, ((i + 1) * block).min(len));
+        let (pa, pb, pc) = (pa, pb, pc);
+        // SAFETY: rows lo..hi of op(A) start at row lo of a (or column lo of aᵀ), columns lo..hi of
+        // op(B) at column lo of b (or row lo of bᵀ); the leading dimensions stay those of the full
+        // matrices, so every block reads inside a and b, and writes only its own rows (columns) of c.
+        unsafe {
+            if split_rows {
+                let a0 = if ta { pa.0.add(lo) } else { pa.0.add(lo * k) };
+                T::raw_in(
+                    lib,
+                    ta,
+                    tb,
+                    hi - lo,
+                    n,
+                    k,
+                    a0,
+                    lda,
+                    pb.0,
+                    ldb,
+                    beta,
+                    pc.0.add(lo * n),
+                    n,
+                );
+            } else {
+                let b0 = if tb { pb.0.add(lo * k) } else { pb.0.add(lo) };
+                T::raw_in(
+                    lib,
+                    ta,
+                    tb,
+                    m,
+                    hi - lo,
+                    k,
+                    pa.0,
+                    lda,
+                    b0,
+                    ldb,
+                    beta,
+                    pc.0.add(lo),
+                    n,
+                );
+            }
+        }
+    });
+    Ok(())
+}
+
+/// [`Gemm::gemm_serial`] on `lib`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_serial_in<T: RawGemm>(
+    lib: Lib,
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    b: &[T],
+    beta: T,
+    c: &mut [T],
+) -> candle_core::Result<()> {
+    check(m, n, k, a.len(), b.len(), c.len())?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        c.iter_mut().for_each(|v| *v = *v * beta);
+        return Ok(());
+    }
+    let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
+    // SAFETY: the sizes were checked above against the slices' lengths, and the leading dimensions are
+    // those of dense row-major matrices of these shapes.
+    unsafe {
+        T::raw_in(
+            lib,
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            a.as_ptr(),
+            lda,
+            b.as_ptr(),
+            ldb,
+            beta,
+            c.as_mut_ptr(),
+            n,
+        )
+    };
+    Ok(())
+}
+
+/// [`Gemm::gemm_ld_serial`] on `lib`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_ld_serial_in<T: RawGemm>(
+    lib: Lib,
+    m: usize,
+    n: usize,
+    k: usize,
+    (a, lda): (&[T], usize),
+    (b, ldb): (&[T], usize),
+    beta: T,
+    (c, ldc): (&mut [T], usize),
+) -> candle_core::Result<()> {
+    if !fits_ld(m, k, lda, a.len()) || !fits_ld(k, n, ldb, b.len()) || !fits_ld(m, n, ldc, c.len())
+    {
+        candle_core::bail!(
+            "gemm: bad operand extents (m {m}, n {n}, k {k}; a {} with ld {lda}, b {} with ld {ldb}, c {} with ld {ldc})",
+            a.len(),
+            b.len(),
+            c.len()
+        );
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        for row in c.chunks_mut(ldc).take(m) {
+            row[..n].iter_mut().for_each(|v| *v = *v * beta);
+        }
+        return Ok(());
+    }
+    // SAFETY: the three submatrices were checked above to lie inside their slices.
+    unsafe {
+        T::raw_in(
+            lib,
+            false,
+            false,
+            m,
+            n,
+            k,
+            a.as_ptr(),
+            lda,
+            b.as_ptr(),
+            ldb,
+            beta,
+            c.as_mut_ptr(),
+            ldc,
+        )
+    };
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The libraries to test: the crate, and oneDNN where it loads (it must where `MSD_GEMM=onednn`, as in CI).
+    fn libs() -> Vec<Lib> {
+        let mut libs = vec![Lib::Crate];
+        match OneDnn::get() {
+            Ok(d) => libs.push(Lib::OneDnn(d)),
+            Err(e) if std::env::var("MSD_GEMM").as_deref() == Ok("onednn") => panic!("{e}"),
+            Err(e) => eprintln!("oneDNN not tested: {e}"),
+        }
+        libs
+    }
+
+    /// An element type under test: its values come from f32 and are read back as f64.
+    trait Elem: RawGemm + Into<f64> + From<f32> + std::fmt::Debug {
+        const EPS: f64;
+    }
+    impl Elem for f32 {
+        const EPS: f64 = f32::EPSILON as f64;
+    }
+    impl Elem for f64 {
+        const EPS: f64 = f64::EPSILON;
+    }
+
+    fn values<T: Elem>(len: usize, seed: usize) -> Vec<T> {
+        let val = |i: usize| ((i * 7919 + seed * 104729) % 201) as f32 / 100.0 - 1.0;
+        (0..len).map(|i| T::from(val(i))).collect()
+    }
+
+    /// `got` against the exact f64 sum of `terms` (the last one being beta·C): the products and the sum of
+    /// k + 1 terms in any order round by at most (k + 1)·ε·Σ|terms|, the final rounding to T by ε·|sum|.
+    fn assert_sum<T: Elem>(got: T, terms: impl Iterator<Item = f64> + Clone, what: &str) {
+        let want: f64 = terms.clone().sum();
+        let n = terms.clone().count();
+        let mag: f64 = terms.map(f64::abs).sum();
+        let tol = (n as f64 * mag + want.abs()) * T::EPS;
+        let got: f64 = got.into();
+        assert!((got - want).abs() <= tol, "{what}: {got} vs {want}");
+    }
+
     /// Every transpose combination, split over a 3-thread pool (row blocks for m ≥ n, column blocks for
-    /// m < n) and on one thread, against a plain triple loop in f64. The last shape's `k` takes the sliced
-    /// `A·Bᵀ` path: two full slices and a partial one.
-    #[test]
-    fn products_match_a_triple_loop() {
+    /// m < n) and on one thread, against a plain triple loop in f64, for each library and type. The last
+    /// shape's `k` takes the crate's sliced `A·Bᵀ` path: two full slices and a partial one.
+    fn products_match_a_triple_loop<T: Elem>(lib: Lib) {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .build()
             .unwrap();
         for &(m, n, k) in &[(300, 90, 100), (70, 310, 100), (40, 150, 2 * KC + 37)] {
             assert!(m * n * k >= SPLIT_MIN_MACS);
-            let val = |i: usize, s: usize| ((i * 7919 + s * 104729) % 201) as f64 / 100.0 - 1.0;
-            let a: Vec<f64> = (0..m * k).map(|i| val(i, 1)).collect();
-            let b: Vec<f64> = (0..k * n).map(|i| val(i, 2)).collect();
-            let c0: Vec<f64> = (0..m * n).map(|i| val(i, 3)).collect();
+            let (a, b, c0) = (
+                values::<T>(m * k, 1),
+                values::<T>(k * n, 2),
+                values::<T>(m * n, 3),
+            );
+            let f = |v: &[T], i: usize| -> f64 { v[i].into() };
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 // Element (i, p) of op(A) and (p, j) of op(B) from the stored layouts.
-                let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
-                let bt = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] };
+                let at = |i: usize, p: usize| {
+                    if ta {
+                        f(&a, p * m + i)
+                    } else {
+                        f(&a, i * k + p)
+                    }
+                };
+                let bt = |p: usize, j: usize| {
+                    if tb {
+                        f(&b, j * k + p)
+                    } else {
+                        f(&b, p * n + j)
+                    }
+                };
+                let half = T::from(0.5);
                 let mut split = c0.clone();
-                pool.install(|| f64::gemm(ta, tb, m, n, k, &a, &b, 0.5, &mut split))
+                pool.install(|| gemm_in(lib, ta, tb, m, n, k, &a, &b, half, &mut split))
                     .unwrap();
                 let mut serial = c0.clone();
-                f64::gemm_serial(ta, tb, m, n, k, &a, &b, 0.5, &mut serial).unwrap();
+                gemm_serial_in(lib, ta, tb, m, n, k, &a, &b, half, &mut serial).unwrap();
                 for i in 0..m {
                     for j in 0..n {
-                        let want =
-                            0.5 * c0[i * n + j] + (0..k).map(|p| at(i, p) * bt(p, j)).sum::<f64>();
-                        // A sum of k + 1 terms in any order: round-off ≤ (k + 1)·ε·Σ|terms|.
-                        let mag = 0.5 * c0[i * n + j].abs()
-                            + (0..k).map(|p| (at(i, p) * bt(p, j)).abs()).sum::<f64>();
-                        let tol = (k + 1) as f64 * f64::EPSILON * mag;
+                        let terms = (0..k)
+                            .map(|p| at(i, p) * bt(p, j))
+                            .chain([0.5 * f(&c0, i * n + j)]);
                         for (how, got) in
                             [("split", split[i * n + j]), ("serial", serial[i * n + j])]
                         {
-                            assert!(
-                                (got - want).abs() <= tol,
-                                "{how} m {m} n {n} k {k} ta {ta} tb {tb} at ({i}, {j}): {got} vs {want}"
+                            let what = format!(
+                                "{lib:?} {how} m {m} n {n} k {k} ta {ta} tb {tb} at ({i}, {j})"
                             );
+                            assert_sum(got, terms.clone(), &what);
                         }
                     }
                 }
@@ -492,48 +681,103 @@ mod tests {
         }
     }
 
+    #[test]
+    fn products_match_a_triple_loop_f64() {
+        products_match_a_triple_loop::<f64>(Lib::Crate);
+    }
+
+    #[test]
+    fn products_match_a_triple_loop_f32() {
+        for lib in libs() {
+            products_match_a_triple_loop::<f32>(lib);
+        }
+    }
+
     /// Submatrices with leading dimensions larger than their widths (the forward by taps reads windows of
     /// padded planes), against a triple loop in f64; the values between the rows of C stay untouched.
-    #[test]
-    fn leading_dimensions_match_a_triple_loop() {
+    fn leading_dimensions_match_a_triple_loop<T: Elem>(lib: Lib) {
         let (m, n, k, lda, ldb, ldc) = (37, 45, 29, 31, 50, 47);
-        let val = |i: usize, s: usize| ((i * 7919 + s * 104729) % 201) as f64 / 100.0 - 1.0;
-        let a: Vec<f64> = (0..(m - 1) * lda + k).map(|i| val(i, 1)).collect();
-        let b: Vec<f64> = (0..(k - 1) * ldb + n).map(|i| val(i, 2)).collect();
-        let c0: Vec<f64> = (0..(m - 1) * ldc + n).map(|i| val(i, 3)).collect();
+        let a = values::<T>((m - 1) * lda + k, 1);
+        let b = values::<T>((k - 1) * ldb + n, 2);
+        let c0 = values::<T>((m - 1) * ldc + n, 3);
         let mut c = c0.clone();
-        f64::gemm_ld_serial(m, n, k, (&a, lda), (&b, ldb), 0.5, (&mut c, ldc)).unwrap();
+        gemm_ld_serial_in(
+            lib,
+            m,
+            n,
+            k,
+            (&a, lda),
+            (&b, ldb),
+            T::from(0.5),
+            (&mut c, ldc),
+        )
+        .unwrap();
         for (idx, (&got, &old)) in c.iter().zip(&c0).enumerate() {
             let (i, j) = (idx / ldc, idx % ldc);
             if j >= n {
-                assert_eq!(got, old, "C[{i}, {j}] lies between the rows");
+                assert_eq!(got, old, "{lib:?}: C[{i}, {j}] lies between the rows");
                 continue;
             }
-            let terms = (0..k).map(|p| a[i * lda + p] * b[p * ldb + j]);
-            let want = 0.5 * old + terms.clone().sum::<f64>();
-            let mag = 0.5 * old.abs() + terms.map(f64::abs).sum::<f64>();
-            let tol = (k + 1) as f64 * f64::EPSILON * mag;
-            assert!((got - want).abs() <= tol, "C[{i}, {j}]: {got} vs {want}");
+            let old: f64 = old.into();
+            let terms = (0..k)
+                .map(|p| a[i * lda + p].into() * b[p * ldb + j].into())
+                .chain([0.5 * old]);
+            assert_sum(got, terms, &format!("{lib:?}: C[{i}, {j}]"));
         }
         // One element short of any operand is an error, not an out-of-bounds access.
-        let e = f64::gemm_ld_serial(m, n, k, (&a[1..], lda), (&b, ldb), 0.0, (&mut c, ldc));
+        let zero = T::from(0.0);
+        let e = gemm_ld_serial_in(lib, m, n, k, (&a[1..], lda), (&b, ldb), zero, (&mut c, ldc));
         assert!(e.unwrap_err().to_string().contains("bad operand extents"));
-        let e = f64::gemm_ld_serial(m, n, k, (&a, lda), (&b[1..], ldb), 0.0, (&mut c, ldc));
+        let e = gemm_ld_serial_in(lib, m, n, k, (&a, lda), (&b[1..], ldb), zero, (&mut c, ldc));
         assert!(e.is_err());
         let short = c.len() - 1;
-        let e = f64::gemm_ld_serial(m, n, k, (&a, lda), (&b, ldb), 0.0, (&mut c[..short], ldc));
+        let e = gemm_ld_serial_in(
+            lib,
+            m,
+            n,
+            k,
+            (&a, lda),
+            (&b, ldb),
+            zero,
+            (&mut c[..short], ldc),
+        );
         assert!(e.is_err());
         // A leading dimension below the width is refused too.
-        let e = f64::gemm_ld_serial(m, n, k, (&a, k - 1), (&b, ldb), 0.0, (&mut c, ldc));
+        let e = gemm_ld_serial_in(lib, m, n, k, (&a, k - 1), (&b, ldb), zero, (&mut c, ldc));
         assert!(e.is_err());
+    }
+
+    #[test]
+    fn leading_dimensions_match_a_triple_loop_f64() {
+        leading_dimensions_match_a_triple_loop::<f64>(Lib::Crate);
+    }
+
+    #[test]
+    fn leading_dimensions_match_a_triple_loop_f32() {
+        for lib in libs() {
+            leading_dimensions_match_a_triple_loop::<f32>(lib);
+        }
+    }
+
+    /// Where `MSD_GEMM=onednn` (CI), the products do run on oneDNN.
+    #[test]
+    fn msd_gemm_onednn_is_obeyed() {
+        if std::env::var("MSD_GEMM").as_deref() == Ok("onednn") {
+            assert!(
+                matches!(lib().unwrap(), Lib::OneDnn(_)),
+                "{}",
+                gemm_library()
+            );
+        }
     }
 
     /// beta = 0 overwrites C without reading it (a NaN left there does not survive), as BLAS.
     #[test]
     fn zero_beta_does_not_read_c() {
-        for k in [3, KC + 5] {
+        for (lib, k) in libs().into_iter().flat_map(|l| [(l, 3), (l, KC + 5)]) {
             let mut c = vec![f32::NAN; 4];
-            f32::gemm_serial(
+            gemm_serial_in(
+                lib,
                 false,
                 true,
                 2,
@@ -545,7 +789,7 @@ mod tests {
                 &mut c,
             )
             .unwrap();
-            assert_eq!(c, vec![k as f32; 4]);
+            assert_eq!(c, vec![k as f32; 4], "{lib:?}");
         }
     }
 

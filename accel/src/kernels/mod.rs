@@ -129,6 +129,7 @@ pub mod dropout;
 pub mod fir;
 pub mod group_norm;
 mod math;
+mod onednn;
 pub mod optim;
 pub mod resample;
 pub mod residual;
