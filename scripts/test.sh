@@ -7,3 +7,5 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked
+# The kernels once more on the gemm crate's products: the run above used oneDNN where it is installed.
+MSD_GEMM=crate cargo test --workspace --lib --locked -- kernels::

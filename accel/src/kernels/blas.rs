@@ -321,12 +321,13 @@ pub(crate) trait Gemm: Sized + Copy {
         c: &mut [Self],
     ) -> candle_core::Result<()>;
 
-    /// `C = A·B + beta·C` on row-major submatrices with leading dimensions (`A`: `m × k`, rows `lda`
-    /// apart; `B`: `k × n`, rows `ldb` apart; `C`: `m × n`, rows `ldc` apart), as one call on the calling
-    /// thread. The extents are checked against the slices, so a wrong call is an error, never an
-    /// out-of-bounds access.
+    /// `C = A·op(B) + beta·C` on row-major submatrices with leading dimensions (`A`: `m × k`, rows `lda`
+    /// apart; `B`: `k × n`, or `n × k` when `tb` (op(B) = Bᵀ), rows `ldb` apart; `C`: `m × n`, rows `ldc`
+    /// apart), as one call on the calling thread. The extents are checked against the slices, so a wrong
+    /// call is an error, never an out-of-bounds access.
     #[allow(clippy::too_many_arguments)]
     fn gemm_ld_serial(
+        tb: bool,
         m: usize,
         n: usize,
         k: usize,
@@ -395,6 +396,7 @@ impl<T: RawGemm> Gemm for T {
     }
 
     fn gemm_ld_serial(
+        tb: bool,
         m: usize,
         n: usize,
         k: usize,
@@ -403,7 +405,7 @@ impl<T: RawGemm> Gemm for T {
         beta: T,
         c: (&mut [T], usize),
     ) -> candle_core::Result<()> {
-        gemm_ld_serial_in(lib()?, m, n, k, a, b, beta, c)
+        gemm_ld_serial_in(lib()?, tb, m, n, k, a, b, beta, c)
     }
 }
 
@@ -535,6 +537,7 @@ fn gemm_serial_in<T: RawGemm>(
 #[allow(clippy::too_many_arguments)]
 fn gemm_ld_serial_in<T: RawGemm>(
     lib: Lib,
+    tb: bool,
     m: usize,
     n: usize,
     k: usize,
@@ -543,7 +546,10 @@ fn gemm_ld_serial_in<T: RawGemm>(
     beta: T,
     (c, ldc): (&mut [T], usize),
 ) -> candle_core::Result<()> {
-    if !fits_ld(m, k, lda, a.len()) || !fits_ld(k, n, ldb, b.len()) || !fits_ld(m, n, ldc, c.len())
+    let (b_rows, b_cols) = if tb { (n, k) } else { (k, n) };
+    if !fits_ld(m, k, lda, a.len())
+        || !fits_ld(b_rows, b_cols, ldb, b.len())
+        || !fits_ld(m, n, ldc, c.len())
     {
         candle_core::bail!(
             "gemm: bad operand extents (m {m}, n {n}, k {k}; a {} with ld {lda}, b {} with ld {ldb}, c {} with ld {ldc})",
@@ -566,7 +572,7 @@ fn gemm_ld_serial_in<T: RawGemm>(
         T::raw_in(
             lib,
             false,
-            false,
+            tb,
             m,
             n,
             k,
@@ -693,58 +699,90 @@ mod tests {
         }
     }
 
-    /// Submatrices with leading dimensions larger than their widths (the forward by taps reads windows of
-    /// padded planes), against a triple loop in f64; the values between the rows of C stay untouched.
+    /// Submatrices with leading dimensions larger than their widths (the convolutions by taps read windows
+    /// of padded planes), B as stored or transposed, against a triple loop in f64; the values between the
+    /// rows of C stay untouched. The second shape's `k` takes the crate's sliced `A·Bᵀ` path.
     fn leading_dimensions_match_a_triple_loop<T: Elem>(lib: Lib) {
-        let (m, n, k, lda, ldb, ldc) = (37, 45, 29, 31, 50, 47);
-        let a = values::<T>((m - 1) * lda + k, 1);
-        let b = values::<T>((k - 1) * ldb + n, 2);
-        let c0 = values::<T>((m - 1) * ldc + n, 3);
-        let mut c = c0.clone();
-        gemm_ld_serial_in(
-            lib,
-            m,
-            n,
-            k,
-            (&a, lda),
-            (&b, ldb),
-            T::from(0.5),
-            (&mut c, ldc),
-        )
-        .unwrap();
-        for (idx, (&got, &old)) in c.iter().zip(&c0).enumerate() {
-            let (i, j) = (idx / ldc, idx % ldc);
-            if j >= n {
-                assert_eq!(got, old, "{lib:?}: C[{i}, {j}] lies between the rows");
-                continue;
+        for (tb, (m, n, k)) in [false, true]
+            .into_iter()
+            .flat_map(|tb| [(tb, (37, 45, 29)), (tb, (13, 21, KC + 40))])
+        {
+            let (lda, ldc) = (k + 2, n + 2);
+            let (b_rows, b_cols) = if tb { (n, k) } else { (k, n) };
+            let ldb = b_cols + 5;
+            let a = values::<T>((m - 1) * lda + k, 1);
+            let b = values::<T>((b_rows - 1) * ldb + b_cols, 2);
+            let c0 = values::<T>((m - 1) * ldc + n, 3);
+            let mut c = c0.clone();
+            let half = T::from(0.5);
+            gemm_ld_serial_in(lib, tb, m, n, k, (&a, lda), (&b, ldb), half, (&mut c, ldc)).unwrap();
+            // Element (p, j) of op(B) from the stored layout.
+            let bt = |p: usize, j: usize| -> f64 {
+                if tb {
+                    b[j * ldb + p].into()
+                } else {
+                    b[p * ldb + j].into()
+                }
+            };
+            for (idx, (&got, &old)) in c.iter().zip(&c0).enumerate() {
+                let (i, j) = (idx / ldc, idx % ldc);
+                let what = format!("{lib:?} tb {tb} k {k}: C[{i}, {j}]");
+                if j >= n {
+                    assert_eq!(got, old, "{what} lies between the rows");
+                    continue;
+                }
+                let old: f64 = old.into();
+                let terms = (0..k)
+                    .map(|p| a[i * lda + p].into() * bt(p, j))
+                    .chain([0.5 * old]);
+                assert_sum(got, terms, &what);
             }
-            let old: f64 = old.into();
-            let terms = (0..k)
-                .map(|p| a[i * lda + p].into() * b[p * ldb + j].into())
-                .chain([0.5 * old]);
-            assert_sum(got, terms, &format!("{lib:?}: C[{i}, {j}]"));
+            // One element short of any operand is an error, not an out-of-bounds access.
+            let z = T::from(0.0);
+            let e = gemm_ld_serial_in(
+                lib,
+                tb,
+                m,
+                n,
+                k,
+                (&a[1..], lda),
+                (&b, ldb),
+                z,
+                (&mut c, ldc),
+            );
+            assert!(e.unwrap_err().to_string().contains("bad operand extents"));
+            let e = gemm_ld_serial_in(
+                lib,
+                tb,
+                m,
+                n,
+                k,
+                (&a, lda),
+                (&b[1..], ldb),
+                z,
+                (&mut c, ldc),
+            );
+            assert!(e.is_err());
+            let short = c.len() - 1;
+            let c_short = (&mut c[..short], ldc);
+            let e = gemm_ld_serial_in(lib, tb, m, n, k, (&a, lda), (&b, ldb), z, c_short);
+            assert!(e.is_err());
+            // A leading dimension below the width is refused too.
+            let e = gemm_ld_serial_in(lib, tb, m, n, k, (&a, k - 1), (&b, ldb), z, (&mut c, ldc));
+            assert!(e.is_err());
+            let e = gemm_ld_serial_in(
+                lib,
+                tb,
+                m,
+                n,
+                k,
+                (&a, lda),
+                (&b, b_cols - 1),
+                z,
+                (&mut c, ldc),
+            );
+            assert!(e.is_err());
         }
-        // One element short of any operand is an error, not an out-of-bounds access.
-        let zero = T::from(0.0);
-        let e = gemm_ld_serial_in(lib, m, n, k, (&a[1..], lda), (&b, ldb), zero, (&mut c, ldc));
-        assert!(e.unwrap_err().to_string().contains("bad operand extents"));
-        let e = gemm_ld_serial_in(lib, m, n, k, (&a, lda), (&b[1..], ldb), zero, (&mut c, ldc));
-        assert!(e.is_err());
-        let short = c.len() - 1;
-        let e = gemm_ld_serial_in(
-            lib,
-            m,
-            n,
-            k,
-            (&a, lda),
-            (&b, ldb),
-            zero,
-            (&mut c[..short], ldc),
-        );
-        assert!(e.is_err());
-        // A leading dimension below the width is refused too.
-        let e = gemm_ld_serial_in(lib, m, n, k, (&a, k - 1), (&b, ldb), zero, (&mut c, ldc));
-        assert!(e.is_err());
     }
 
     #[test]

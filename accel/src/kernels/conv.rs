@@ -559,7 +559,16 @@ impl Geom {
             for (t, w_t) in wt.chunks_exact(co * ci).enumerate() {
                 let (ky, kx) = (t / self.kw, t % self.kw);
                 let x_t = &buf[kx * ci * l + ky * self.w + kx..];
-                T::gemm_ld_serial(co, hw, ci, (w_t, ci), (x_t, l), T::one(), (&mut *ye, hw))?;
+                T::gemm_ld_serial(
+                    false,
+                    co,
+                    hw,
+                    ci,
+                    (w_t, ci),
+                    (x_t, l),
+                    T::one(),
+                    (&mut *ye, hw),
+                )?;
             }
         }
         Ok(())
@@ -674,8 +683,13 @@ impl Geom {
 
     /// The batch-parallel weight gradient: each task adds `dY_t·cols_tᵀ` of its batch elements (and the row
     /// sums of `dY_t`) into its thread's partial sums, which are added up at the end.
+    ///
+    /// A "same" convolution on large planes ([`Self::by_taps`], one batch element per task) needs no
+    /// columns matrix: its partial sums are tap-major, `dW_t += dY·X_tᵀ` with `X_t` the tap's window of
+    /// the shifted copies, as in the forward ([`Self::grad_weight_taps`]).
     fn grad_weight_tasks<T: Real>(&self, x: &[T], dy: &[T], bias: bool) -> Result<Vec<T>> {
         let (k, hwo, co, per) = (self.k(), self.hwo(), self.co, self.per_task());
+        let taps = self.by_taps() && per == 1;
         let zero = || (vec![T::zero(); co * k], vec![0f64; co]);
         // Runs of at least tasks/threads consecutive tasks: each run zeroes and finally adds one `co·K`
         // partial sum, where rayon's adaptive splitting made up to one per task. (Rounded down: a run
@@ -686,6 +700,16 @@ impl Geom {
             .with_min_len((tasks / rayon::current_num_threads()).max(1))
             .try_fold(zero, |(mut dw, mut db), i| -> Result<_> {
                 let (b0, n) = (i * per, per.min(self.b - i * per));
+                if taps {
+                    let dy_e = &dy[b0 * co * hwo..][..co * hwo];
+                    self.grad_weight_taps(x, dy_e, b0, &mut dw)?;
+                    if bias {
+                        for (d, row) in db.iter_mut().zip(dy_e.chunks_exact(hwo)) {
+                            *d += row.iter().map(|v| v.to_f64()).sum::<f64>();
+                        }
+                    }
+                    return Ok((dw, db));
+                }
                 let mut scratch = Scratch::<T>::new(self.columns_len(n));
                 let cols = self.columns(x, b0, n, &mut scratch);
                 let mut gathered = Scratch::<T>::new(if n == 1 { 0 } else { co * n * hwo });
@@ -710,11 +734,49 @@ impl Geom {
                 da.iter_mut().zip(&dbb).for_each(|(a, b)| *a += *b);
                 Ok((a, da))
             })?;
-        let mut out = dw;
+        let mut out = if taps { self.untap(&dw) } else { dw };
         if bias {
             out.extend(db.into_iter().map(T::from_f64));
         }
         Ok(out)
+    }
+
+    /// Adds batch element `b0`'s weight gradient, tap-major (`[kh·kw][Cout × Cin]`), onto `dwt`: per tap,
+    /// `dW_t += dY·X_tᵀ` with `X_t` the `Cin × H·W` window of [`Self::shifted_copies`] that the forward
+    /// multiplies by `W_t` (rows `L` apart), so that no `k²·Cin × H·W` columns matrix is written.
+    fn grad_weight_taps<T: Real>(
+        &self,
+        x: &[T],
+        dy_e: &[T],
+        b0: usize,
+        dwt: &mut [T],
+    ) -> Result<()> {
+        let (ci, co, hw, l) = (self.ci, self.co, self.h * self.w, self.padded_len());
+        let mut buf = Scratch::<T>::new(self.kw * ci * l);
+        self.shifted_copies(&x[b0 * ci * hw..][..ci * hw], &mut buf);
+        for (t, dw_t) in dwt.chunks_exact_mut(co * ci).enumerate() {
+            let (ky, kx) = (t / self.kw, t % self.kw);
+            let x_t = &buf[kx * ci * l + ky * self.w + kx..];
+            T::gemm_ld_serial(true, co, ci, hw, (dy_e, hw), (x_t, l), T::one(), (dw_t, ci))?;
+        }
+        Ok(())
+    }
+
+    /// Tap-major weights (`[kh·kw][Cout × Cin]`) back to the stored layout `[Cout, Cin, kh, kw]`.
+    fn untap<T: Real>(&self, wt: &[T]) -> Vec<T> {
+        let (kk, cc) = (self.kh * self.kw, self.co * self.ci);
+        let mut w = zeroed::<T>(wt.len());
+        w.par_chunks_mut(kk * 64)
+            .enumerate()
+            .for_each(|(blk, rows)| {
+                for (r, taps) in rows.chunks_exact_mut(kk).enumerate() {
+                    let i = blk * 64 + r;
+                    taps.iter_mut()
+                        .enumerate()
+                        .for_each(|(t, v)| *v = wt[t * cc + i]);
+                }
+            });
+        w
     }
 
     /// `dW` (`co·K` values), followed by the bias gradient `Σ dy` per output channel when `bias`.
