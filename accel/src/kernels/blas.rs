@@ -102,6 +102,25 @@ struct Ptr<T>(*mut T);
 unsafe impl<T> Send for Ptr<T> {}
 unsafe impl<T> Sync for Ptr<T> {}
 
+/// One product `C = op(A)·op(B) + beta·C` on raw row-major (sub)matrices: `op(A)` is `m × k`, `op(B)`
+/// `k × n`, `C` `m × n`; `A` is stored `m × k` (`k × m` when `ta`), `B` `k × n` (`n × k` when `tb`),
+/// each with rows `ld*` apart. `C` is not read when `beta` is zero (as BLAS).
+#[derive(Clone, Copy)]
+pub(super) struct Product<T> {
+    pub(super) ta: bool,
+    pub(super) tb: bool,
+    pub(super) m: usize,
+    pub(super) n: usize,
+    pub(super) k: usize,
+    pub(super) a: *const T,
+    pub(super) lda: usize,
+    pub(super) b: *const T,
+    pub(super) ldb: usize,
+    pub(super) beta: T,
+    pub(super) c: *mut T,
+    pub(super) ldc: usize,
+}
+
 /// One single-threaded product on (sub)matrices with explicit leading dimensions.
 trait RawGemm:
     Sized + Copy + Send + Sync + PartialEq + Pooled + std::ops::Mul<Output = Self> + 'static
@@ -113,45 +132,30 @@ trait RawGemm:
     ///
     /// # Safety
     /// As [`RawGemm::raw`].
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn raw_in(
-        _lib: Lib,
-        ta: bool,
-        tb: bool,
-        m: usize,
-        n: usize,
-        k: usize,
-        a: *const Self,
-        lda: usize,
-        b: *const Self,
-        ldb: usize,
-        beta: Self,
-        c: *mut Self,
-        ldc: usize,
-    ) {
-        Self::raw(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)
+    unsafe fn raw_in(_lib: Lib, p: Product<Self>) {
+        Self::raw(p)
     }
 
     /// # Safety
     /// The pointers and leading dimensions must describe matrices of the given shapes inside live
     /// allocations, and `c` must not be written concurrently by anyone else.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn raw(
-        ta: bool,
-        tb: bool,
-        m: usize,
-        n: usize,
-        k: usize,
-        a: *const Self,
-        lda: usize,
-        b: *const Self,
-        ldb: usize,
-        beta: Self,
-        c: *mut Self,
-        ldc: usize,
-    ) {
+    unsafe fn raw(p: Product<Self>) {
+        let Product {
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            a,
+            lda,
+            b,
+            ldb,
+            beta,
+            c,
+            ldc,
+        } = p;
         if !ta && tb && k > KC {
-            return Self::raw_sliced(m, n, k, a, lda, b, ldb, beta, c, ldc);
+            return Self::raw_sliced(p);
         }
         // (row stride, column stride) of op(A) and op(B) as stored.
         let (a_rs, a_cs) = if ta { (1, lda) } else { (lda, 1) };
@@ -164,19 +168,20 @@ trait RawGemm:
     ///
     /// # Safety
     /// As [`RawGemm::raw`].
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn raw_sliced(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: *const Self,
-        lda: usize,
-        b: *const Self,
-        ldb: usize,
-        beta: Self,
-        c: *mut Self,
-        ldc: usize,
-    ) {
+    unsafe fn raw_sliced(p: Product<Self>) {
+        let Product {
+            m,
+            n,
+            k,
+            a,
+            lda,
+            b,
+            ldb,
+            beta,
+            c,
+            ldc,
+            ..
+        } = p;
         const LD: usize = KC + PAD;
         let mut buf = Scratch::<Self>::new((m + n) * LD);
         let (pa, pb) = buf.split_at_mut(m * LD);
@@ -258,29 +263,15 @@ impl RawGemm for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
 
-    unsafe fn raw_in(
-        lib: Lib,
-        ta: bool,
-        tb: bool,
-        m: usize,
-        n: usize,
-        k: usize,
-        a: *const Self,
-        lda: usize,
-        b: *const Self,
-        ldb: usize,
-        beta: Self,
-        c: *mut Self,
-        ldc: usize,
-    ) {
+    unsafe fn raw_in(lib: Lib, p: Product<Self>) {
         // oneDNN refuses only arguments that the checks before every call rule out; should it refuse
         // anyway, the crate computes the product (it has not touched C then).
         if let Lib::OneDnn(d) = lib {
-            if d.sgemm(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc) {
+            if d.sgemm(&p) {
                 return;
             }
         }
-        Self::raw(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)
+        Self::raw(p)
     }
 }
 
@@ -444,44 +435,43 @@ fn gemm_in<T: RawGemm>(
     (0..len.div_ceil(block)).into_par_iter().for_each(|i| {
         let (lo, hi) = (i * block, ((i + 1) * block).min(len));
         let (pa, pb, pc) = (pa, pb, pc);
+        // The whole product; each block narrows it to its rows (columns).
+        let whole = Product {
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            a: pa.0 as *const T,
+            lda,
+            b: pb.0 as *const T,
+            ldb,
+            beta,
+            c: pc.0,
+            ldc: n,
+        };
         // SAFETY: rows lo..hi of op(A) start at row lo of a (or column lo of aᵀ), columns lo..hi of
         // op(B) at column lo of b (or row lo of bᵀ); the leading dimensions stay those of the full
         // matrices, so every block reads inside a and b, and writes only its own rows (columns) of c.
         unsafe {
             if split_rows {
                 let a0 = if ta { pa.0.add(lo) } else { pa.0.add(lo * k) };
-                T::raw_in(
-                    lib,
-                    ta,
-                    tb,
-                    hi - lo,
-                    n,
-                    k,
-                    a0,
-                    lda,
-                    pb.0,
-                    ldb,
-                    beta,
-                    pc.0.add(lo * n),
-                    n,
-                );
+                let p = Product {
+                    m: hi - lo,
+                    a: a0,
+                    c: pc.0.add(lo * n),
+                    ..whole
+                };
+                T::raw_in(lib, p);
             } else {
                 let b0 = if tb { pb.0.add(lo * k) } else { pb.0.add(lo) };
-                T::raw_in(
-                    lib,
-                    ta,
-                    tb,
-                    m,
-                    hi - lo,
-                    k,
-                    pa.0,
-                    lda,
-                    b0,
-                    ldb,
-                    beta,
-                    pc.0.add(lo),
-                    n,
-                );
+                let p = Product {
+                    n: hi - lo,
+                    b: b0,
+                    c: pc.0.add(lo),
+                    ..whole
+                };
+                T::raw_in(lib, p);
             }
         }
     });
@@ -514,21 +504,21 @@ fn gemm_serial_in<T: RawGemm>(
     // SAFETY: the sizes were checked above against the slices' lengths, and the leading dimensions are
     // those of dense row-major matrices of these shapes.
     unsafe {
-        T::raw_in(
-            lib,
+        let p = Product {
             ta,
             tb,
             m,
             n,
             k,
-            a.as_ptr(),
+            a: a.as_ptr(),
             lda,
-            b.as_ptr(),
+            b: b.as_ptr(),
             ldb,
             beta,
-            c.as_mut_ptr(),
-            n,
-        )
+            c: c.as_mut_ptr(),
+            ldc: n,
+        };
+        T::raw_in(lib, p)
     };
     Ok(())
 }
@@ -569,21 +559,21 @@ fn gemm_ld_serial_in<T: RawGemm>(
     }
     // SAFETY: the three submatrices were checked above to lie inside their slices.
     unsafe {
-        T::raw_in(
-            lib,
-            false,
+        let p = Product {
+            ta: false,
             tb,
             m,
             n,
             k,
-            a.as_ptr(),
+            a: a.as_ptr(),
             lda,
-            b.as_ptr(),
+            b: b.as_ptr(),
             ldb,
             beta,
-            c.as_mut_ptr(),
+            c: c.as_mut_ptr(),
             ldc,
-        )
+        };
+        T::raw_in(lib, p)
     };
     Ok(())
 }

@@ -18,6 +18,8 @@ use std::sync::OnceLock;
 
 use libloading::Library;
 
+use super::blas::Product;
+
 /// `dnnl_sgemm`: row-major `C = alpha·op(A)·op(B) + beta·C`, sizes and leading dimensions as `int64_t`.
 type SgemmFn = unsafe extern "C" fn(
     c_char,
@@ -129,28 +131,13 @@ impl OneDnn {
         }
     }
 
-    /// `C = op(A)·op(B) + beta·C` on the calling thread (row-major, leading dimensions as stored), or
-    /// `false` if oneDNN refused the call (the caller then computes it another way).
+    /// `C = op(A)·op(B) + beta·C` on the calling thread, or `false` if oneDNN refused the call (the
+    /// caller then computes it another way).
     ///
     /// # Safety
-    /// The pointers and leading dimensions must describe matrices of the given shapes inside live
-    /// allocations, and `c` must not be written concurrently by anyone else.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) unsafe fn sgemm(
-        &self,
-        ta: bool,
-        tb: bool,
-        m: usize,
-        n: usize,
-        k: usize,
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        ldb: usize,
-        beta: f32,
-        c: *mut f32,
-        ldc: usize,
-    ) -> bool {
+    /// The pointers and leading dimensions of `p` must describe matrices of its shapes inside live
+    /// allocations, and `p.c` must not be written concurrently by anyone else.
+    pub(super) unsafe fn sgemm(&self, p: &Product<f32>) -> bool {
         let t = |x: bool| (if x { b'T' } else { b'N' }) as c_char;
         // Sizes come from checked slices, so they fit in i64.
         let d = |x: usize| x as i64;
@@ -158,19 +145,19 @@ impl OneDnn {
             set(1);
         }
         let status = (self.sgemm)(
-            t(ta),
-            t(tb),
-            d(m),
-            d(n),
-            d(k),
+            t(p.ta),
+            t(p.tb),
+            d(p.m),
+            d(p.n),
+            d(p.k),
             1.0,
-            a,
-            d(lda),
-            b,
-            d(ldb),
-            beta,
-            c,
-            d(ldc),
+            p.a,
+            d(p.lda),
+            p.b,
+            d(p.ldb),
+            p.beta,
+            p.c,
+            d(p.ldc),
         );
         status == 0
     }
