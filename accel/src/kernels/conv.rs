@@ -546,6 +546,13 @@ impl Geom {
         }
     }
 
+    /// The `Cin × H·W` operand of tap `t = ky·kw + kx` in [`Self::shifted_copies`]' buffer: the window
+    /// starting at row `ky`, column `kx` of copy `kx`, its channels' rows `L` apart (to the buffer's end).
+    fn tap_window<'a, T>(&self, buf: &'a [T], t: usize) -> &'a [T] {
+        let (ky, kx) = (t / self.kw, t % self.kw);
+        &buf[kx * self.ci * self.padded_len() + ky * self.w + kx..]
+    }
+
     /// Batch elements `b0..` of a "same" convolution into `y` (`n·Cout·H·W`) without a columns matrix:
     /// per element, `Y = Σ_taps W_t·X_t` with `W_t` the tap's `Cout × Cin` weights (`wt`, tap-major) and
     /// `X_t` a `Cin × H·W` window of the shifted copies (rows `L` apart), each product accumulated in
@@ -557,8 +564,7 @@ impl Geom {
         for (bi, ye) in y.chunks_exact_mut(co * hw).enumerate() {
             self.shifted_copies(&x[(b0 + bi) * ci * hw..][..ci * hw], &mut buf);
             for (t, w_t) in wt.chunks_exact(co * ci).enumerate() {
-                let (ky, kx) = (t / self.kw, t % self.kw);
-                let x_t = &buf[kx * ci * l + ky * self.w + kx..];
+                let x_t = self.tap_window(&buf, t);
                 T::gemm_ld_serial(
                     false,
                     co,
@@ -700,18 +706,6 @@ impl Geom {
             .with_min_len((tasks / rayon::current_num_threads()).max(1))
             .try_fold(zero, |(mut dw, mut db), i| -> Result<_> {
                 let (b0, n) = (i * per, per.min(self.b - i * per));
-                if taps {
-                    let dy_e = &dy[b0 * co * hwo..][..co * hwo];
-                    self.grad_weight_taps(x, dy_e, b0, &mut dw)?;
-                    if bias {
-                        for (d, row) in db.iter_mut().zip(dy_e.chunks_exact(hwo)) {
-                            *d += row.iter().map(|v| v.to_f64()).sum::<f64>();
-                        }
-                    }
-                    return Ok((dw, db));
-                }
-                let mut scratch = Scratch::<T>::new(self.columns_len(n));
-                let cols = self.columns(x, b0, n, &mut scratch);
                 let mut gathered = Scratch::<T>::new(if n == 1 { 0 } else { co * n * hwo });
                 let dy_t: &[T] = if n == 1 {
                     &dy[b0 * co * hwo..][..co * hwo]
@@ -721,7 +715,13 @@ impl Geom {
                     }
                     &gathered
                 };
-                T::gemm_serial(false, true, co, k, n * hwo, dy_t, cols, T::one(), &mut dw)?;
+                if taps {
+                    self.grad_weight_taps(x, dy_t, b0, &mut dw)?;
+                } else {
+                    let mut scratch = Scratch::<T>::new(self.columns_len(n));
+                    let cols = self.columns(x, b0, n, &mut scratch);
+                    T::gemm_serial(false, true, co, k, n * hwo, dy_t, cols, T::one(), &mut dw)?;
+                }
                 if bias {
                     for (d, row) in db.iter_mut().zip(dy_t.chunks_exact(n * hwo)) {
                         *d += row.iter().map(|v| v.to_f64()).sum::<f64>();
@@ -755,8 +755,7 @@ impl Geom {
         let mut buf = Scratch::<T>::new(self.kw * ci * l);
         self.shifted_copies(&x[b0 * ci * hw..][..ci * hw], &mut buf);
         for (t, dw_t) in dwt.chunks_exact_mut(co * ci).enumerate() {
-            let (ky, kx) = (t / self.kw, t % self.kw);
-            let x_t = &buf[kx * ci * l + ky * self.w + kx..];
+            let x_t = self.tap_window(&buf, t);
             T::gemm_ld_serial(true, co, ci, hw, (dy_e, hw), (x_t, l), T::one(), (dw_t, ci))?;
         }
         Ok(())
@@ -765,12 +764,14 @@ impl Geom {
     /// Tap-major weights (`[kh·kw][Cout × Cin]`) back to the stored layout `[Cout, Cin, kh, kw]`.
     fn untap<T: Real>(&self, wt: &[T]) -> Vec<T> {
         let (kk, cc) = (self.kh * self.kw, self.co * self.ci);
+        // Weight rows (`(o, c)` pairs) per task.
+        const ROWS: usize = 64;
         let mut w = zeroed::<T>(wt.len());
-        w.par_chunks_mut(kk * 64)
+        w.par_chunks_mut(kk * ROWS)
             .enumerate()
             .for_each(|(blk, rows)| {
                 for (r, taps) in rows.chunks_exact_mut(kk).enumerate() {
-                    let i = blk * 64 + r;
+                    let i = blk * ROWS + r;
                     taps.iter_mut()
                         .enumerate()
                         .for_each(|(t, v)| *v = wt[t * cc + i]);
@@ -1298,9 +1299,6 @@ mod tests {
         }
     }
 
-    /// The window of tap `(ky, kx)` in the shifted copies is, value for value, the im2col row of that tap
-    /// (which `shifted_plane_equals_rowwise_plane` ties to the row-by-row definition): odd kernels up to 7
-    /// on images from 1×1 (where every tap but the centre reads only padding) to 6×5, two channels.
     /// Tap-major weights against their definitions, with more rows than one task's block (and a last
     /// block of input channels that is not full): `wt[t][o, c] = W[o, c, t]` and, for the transposed
     /// convolution, `wt'[t][c, o] = W[o, c, k²−1−t]`.
@@ -1334,6 +1332,9 @@ mod tests {
         }
     }
 
+    /// The window of tap `(ky, kx)` in the shifted copies is, value for value, the im2col row of that tap
+    /// (which `shifted_plane_equals_rowwise_plane` ties to the row-by-row definition): odd kernels up to 7
+    /// on images from 1×1 (where every tap but the centre reads only padding) to 6×5, two channels.
     #[test]
     fn tap_windows_equal_im2col_rows() {
         for k in [3, 5, 7] {
@@ -1348,7 +1349,7 @@ mod tests {
                 g.shifted_copies(&x, &mut buf);
                 for c in 0..ci {
                     for (ky, kx) in (0..k).flat_map(|ky| (0..k).map(move |kx| (ky, kx))) {
-                        let window = &buf[kx * ci * l + c * l + ky * w + kx..][..h * w];
+                        let window = &g.tap_window(&buf, ky * k + kx)[c * l..][..h * w];
                         let row = &cols[((c * k + ky) * k + kx) * h * w..][..h * w];
                         assert_eq!(
                             window, row,
