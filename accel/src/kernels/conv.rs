@@ -22,6 +22,12 @@
 //! The copies are `k·Cin·(H+2p)·W` values where im2col writes `k²·Cin·H·W`, and the GEMM's own packing
 //! reads the windows in place.
 //!
+//! Among those, the 3×3 convolutions with at least 64 input and output channels (the paper model's, and the
+//! wider layers of the small configs) run by Winograd's F(2×2, 3×3) instead (`winograd.rs`): the forward,
+//! the input gradient (as the transposed convolution) and the weight gradient, each 16 products of
+//! `Cout × Cin` against `Cin` (or `Cout`) × `H·W/4`: 2.25 times fewer multiply-adds than the nine taps.
+//! `MSD_WINOGRAD=off` keeps them on the taps.
+//!
 //! For stride 1 (and square kernels with `pad < k`) the input gradient is the forward convolution of `dY`
 //! with the flipped, transposed kernel (padding `k − 1 − pad`), so it takes the same fast path instead of
 //! `Wᵀ·dY` (inner dimension only `Cout`, an output `k²` times larger) followed by col2im.
@@ -32,6 +38,7 @@ use rayon::prelude::*;
 
 use super::blas;
 use super::scratch::Scratch;
+use super::winograd;
 use super::{applies, same_dtype, slice, zeroed, Real};
 
 /// Most elements of one chunk's columns matrix (32 MB in f32).
@@ -42,6 +49,10 @@ const TASK_COLS: usize = 256;
 
 /// Least pixels per plane for the forward by taps (below, the products of one tap are too narrow).
 const TAPS_MIN_HW: usize = 256;
+
+/// Least input and output channels for Winograd's algorithm (below, its transforms cost more than the
+/// products they save, and the products are too thin).
+const WINOGRAD_MIN_CHANNELS: usize = 64;
 
 /// Shapes of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +77,8 @@ enum Weights<'a, T> {
     Dense(&'a [T]),
     /// Tap-major, `[kh·kw][Cout × Cin]` ([`Geom::tap_weights`]): for the forward by taps.
     Taps(&'a [T]),
+    /// Winograd-transformed, `[16][Cout × Cin]` ([`Geom::winograd_weights`]): for 3×3 "same" convolutions.
+    Winograd(&'a [T]),
 }
 
 impl Geom {
@@ -425,6 +438,7 @@ impl Geom {
         let n = y.len() / (co * hwo);
         let w = match w {
             Weights::Taps(wt) => return self.forward_taps(x, wt, b0, y),
+            Weights::Winograd(u) => return self.forward_winograd(x, u, b0, y),
             Weights::Dense(w) => w,
         };
         let mut scratch = Scratch::<T>::new(self.columns_len(n));
@@ -449,6 +463,60 @@ impl Geom {
             && (self.ho, self.wo) == (self.h, self.w)
             && self.kh * self.kw > 1
             && self.h * self.w >= TAPS_MIN_HW
+    }
+
+    /// Whether the batch-parallel forward runs by Winograd's F(2×2, 3×3) ([`winograd`]): a 3×3 convolution
+    /// by taps ([`Self::by_taps`]) with at least [`WINOGRAD_MIN_CHANNELS`] input and output channels, unless
+    /// `MSD_WINOGRAD=off`.
+    fn by_winograd(&self) -> Result<bool> {
+        Ok(self.by_taps()
+            && (self.kh, self.kw, self.pad) == (3, 3, 1)
+            && self.ci.min(self.co) >= WINOGRAD_MIN_CHANNELS
+            && winograd::enabled()?)
+    }
+
+    /// The weight `[Cout, Cin, 3, 3]` transformed for [`winograd`], `[16][Cout × Cin]`: `G·g·Gᵀ` of every
+    /// kernel, computed in f64 and rounded once. With `transposed`, those of the transposed convolution
+    /// ([`Self::as_transposed`], `[16][Cin × Cout]`), whose kernel `(c, o)` is kernel `(o, c)` reversed.
+    fn winograd_weights<T: Real>(&self, w: &[T], transposed: bool) -> Vec<T> {
+        let (ci, co) = (self.ci, self.co);
+        // Kernels per task.
+        const KERNELS: usize = 256;
+        tap_planes(winograd::POSITIONS, co * ci, KERNELS, |blk, strips| {
+            let n = strips[0].len();
+            // This block's kernels tap-major in f64; kernel r is row `blk·KERNELS + r` of the transformed
+            // matrices: (o, c) of this convolution, or (c, o) of the transposed one.
+            let mut g = vec![0.0; 9 * n];
+            for r in 0..n {
+                let i = blk * KERNELS + r;
+                let src = if transposed {
+                    &w[((i % co) * ci + i / co) * 9..][..9]
+                } else {
+                    &w[i * 9..][..9]
+                };
+                for (t, v) in src.iter().enumerate() {
+                    let to = if transposed { 8 - t } else { t };
+                    g[to * n + r] = v.to_f64();
+                }
+            }
+            let u = winograd::kernel_tiles(&g, n);
+            for (strip, ur) in strips.iter_mut().zip(u.chunks_exact(n)) {
+                strip
+                    .iter_mut()
+                    .zip(ur)
+                    .for_each(|(s, v)| *s = T::from_f64(*v));
+            }
+        })
+    }
+
+    /// Batch elements `b0..` of a 3×3 "same" convolution into `y` by [`winograd::forward_element`].
+    fn forward_winograd<T: Real>(&self, x: &[T], u: &[T], b0: usize, y: &mut [T]) -> Result<()> {
+        let (ci, co, hw) = (self.ci, self.co, self.h * self.w);
+        for (bi, ye) in y.chunks_exact_mut(co * hw).enumerate() {
+            let xe = &x[(b0 + bi) * ci * hw..][..ci * hw];
+            winograd::forward_element(xe, u, (ci, co, self.h, self.w), ye)?;
+        }
+        Ok(())
     }
 
     /// The weight `[Cout, Cin, kh, kw]` rearranged tap-major, `[kh·kw][Cout × Cin]`: one dense `Cout × Cin`
@@ -625,6 +693,10 @@ impl Geom {
 
     fn forward<T: Real>(&self, x: &[T], w: &[T], bias: Option<&[T]>) -> Result<Vec<T>> {
         if self.batch_parallel() {
+            if self.by_winograd()? {
+                let u = self.winograd_weights(w, false);
+                return self.forward_tasks(x, Weights::Winograd(&u), bias);
+            }
             let taps = self.by_taps().then(|| self.tap_weights(w));
             let weights = taps.as_deref().map_or(Weights::Dense(w), Weights::Taps);
             return self.forward_tasks(x, weights, bias);
@@ -666,6 +738,10 @@ impl Geom {
 
     fn grad_input<T: Real>(&self, dy: &[T], w: &[T]) -> Result<Vec<T>> {
         if let Some(t) = self.as_transposed() {
+            if t.by_winograd()? && t.batch_parallel() {
+                let u = self.winograd_weights(w, true);
+                return t.forward_tasks(dy, Weights::Winograd(&u), None);
+            }
             if t.by_taps() && t.batch_parallel() {
                 let wt = self.transposed_tap_weights(w);
                 return t.forward_tasks(dy, Weights::Taps(&wt), None);
@@ -696,7 +772,14 @@ impl Geom {
     fn grad_weight_tasks<T: Real>(&self, x: &[T], dy: &[T], bias: bool) -> Result<Vec<T>> {
         let (k, hwo, co, per) = (self.k(), self.hwo(), self.co, self.per_task());
         let taps = self.by_taps() && per == 1;
-        let zero = || (vec![T::zero(); co * k], vec![0f64; co]);
+        let wino = taps && self.by_winograd()?;
+        // Partial sums of dW: transformed ([16][Cout × Cin]) by Winograd, else `Cout × K` (tap-major by taps).
+        let len = if wino {
+            winograd::POSITIONS * co * self.ci
+        } else {
+            co * k
+        };
+        let zero = || (vec![T::zero(); len], vec![0f64; co]);
         // Runs of at least tasks/threads consecutive tasks: each run zeroes and finally adds one `co·K`
         // partial sum, where rayon's adaptive splitting made up to one per task. (Rounded down: a run
         // length above half the tasks would keep the whole range on one thread.)
@@ -715,7 +798,15 @@ impl Geom {
                     }
                     &gathered
                 };
-                if taps {
+                if wino {
+                    let xe = &x[b0 * self.ci * hwo..][..self.ci * hwo];
+                    winograd::grad_weight_element(
+                        xe,
+                        dy_t,
+                        (self.ci, co, self.h, self.w),
+                        &mut dw,
+                    )?;
+                } else if taps {
                     self.grad_weight_taps(x, dy_t, b0, &mut dw)?;
                 } else {
                     let mut scratch = Scratch::<T>::new(self.columns_len(n));
@@ -734,7 +825,13 @@ impl Geom {
                 da.iter_mut().zip(&dbb).for_each(|(a, b)| *a += *b);
                 Ok((a, da))
             })?;
-        let mut out = if taps { self.untap(&dw) } else { dw };
+        let mut out = if wino {
+            self.winograd_untransform(&dw)
+        } else if taps {
+            self.untap(&dw)
+        } else {
+            dw
+        };
         if bias {
             out.extend(db.into_iter().map(T::from_f64));
         }
@@ -759,6 +856,33 @@ impl Geom {
             T::gemm_ld_serial(true, co, ci, hw, (dy_e, hw), (x_t, l), T::one(), (dw_t, ci))?;
         }
         Ok(())
+    }
+
+    /// The weight gradient from its Winograd transform `dU` (`[16][Cout × Cin]`, summed over the batch):
+    /// `dg = Gᵀ·dU·G` per kernel, in f64 and rounded once, in the stored layout `[Cout, Cin, 3, 3]`.
+    fn winograd_untransform<T: Real>(&self, du: &[T]) -> Vec<T> {
+        let kernels = self.co * self.ci;
+        // Kernels per task.
+        const KERNELS: usize = 256;
+        let mut w = zeroed::<T>(9 * kernels);
+        w.par_chunks_mut(9 * KERNELS)
+            .enumerate()
+            .for_each(|(blk, out)| {
+                let n = out.len() / 9;
+                let mut tiles = vec![0.0; winograd::POSITIONS * n];
+                for (xi, plane) in tiles.chunks_exact_mut(n).enumerate() {
+                    let src = &du[xi * kernels + blk * KERNELS..][..n];
+                    plane.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f64());
+                }
+                let g = winograd::kernel_gradients(&tiles, n);
+                for (r, kernel) in out.chunks_exact_mut(9).enumerate() {
+                    kernel
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(t, v)| *v = T::from_f64(g[t * n + r]));
+                }
+            });
+        w
     }
 
     /// Tap-major weights (`[kh·kw][Cout × Cin]`) back to the stored layout `[Cout, Cin, kh, kw]`.
@@ -1414,6 +1538,48 @@ mod tests {
             |t| one.install(|| conv2d_bias(&t[0], &t[1], &t[2], 1, 1)),
             59,
         );
+    }
+
+    /// The 3×3 convolutions by Winograd's F(2×2, 3×3) (forward and, as the transposed convolution, the
+    /// input gradient; the weight gradient stays by taps) against candle's direct convolution, with a bias
+    /// per channel and per batch element, pools of one and two threads, even and odd image sizes (half
+    /// tiles at the right and bottom edges). In f64 to 1e-12: any wrong term of a transform is an error
+    /// of order one. In f32, within the bound of `matches_candle` with the terms of the transformed sum:
+    /// each output is `Aᵀ(Σ_c U⊙V)A`, 16·ci products of values up to 4·(9/4) = 9 in magnitude, so the
+    /// direct bound's ci·k² terms become 16·ci·9.
+    #[test]
+    fn winograd_matches_candle() {
+        let dev = Device::Cpu;
+        for &(threads, b, ci, co, h, w) in &[(2, 3, 64, 72, 16, 16), (1, 2, 80, 64, 19, 15)] {
+            let g = Geom::new((b, ci, h, w), (co, ci, 3, 3), 1, 1).unwrap();
+            let t = g.as_transposed().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            assert!(pool.install(|| g.batch_parallel() && t.batch_parallel()));
+            assert!(g.by_winograd().unwrap() && t.by_winograd().unwrap());
+            for (dtype, tol) in [
+                (DType::F64, 1e-12),
+                (
+                    DType::F32,
+                    4.0 * ((16 * ci * 9).max(b * (h + 4) * (w + 4)) as f64) * f32::EPSILON as f64,
+                ),
+            ] {
+                let x = rand_tensor(&[b, ci, h, w], 61, dtype, &dev);
+                let wt = rand_tensor(&[co, ci, 3, 3], 62, dtype, &dev);
+                for dims in [vec![co], vec![b, co]] {
+                    let bs = rand_tensor(&dims, 63, dtype, &dev);
+                    let (got, want) = compare_grads(
+                        &[&x, &wt, &bs],
+                        |t| pool.install(|| conv2d_bias(&t[0], &t[1], &t[2], 1, 1)),
+                        |t| plain_bias(&t[0], &t[1], &t[2], 1, 1),
+                        64,
+                    );
+                    assert_close_all(&got, &want, tol);
+                }
+            }
+        }
     }
 
     #[test]

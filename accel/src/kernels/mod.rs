@@ -8,6 +8,7 @@
 //! - [`conv2d`]: convolution (any kernel size, stride, padding; one group) forward and both gradients as
 //!   im2col/col2im around single-threaded GEMMs (`blas.rs`, the `gemm` crate) per task or chunk of the batch;
 //! - [`conv2d_bias`]: the same with the bias added in the output pass (its gradient from the weight pass);
+//!   the 3×3 "same" convolutions of 64 channels or more by Winograd's F(2×2, 3×3) (`winograd.rs`);
 //! - [`group_norm`]: GroupNorm forward and backward fused into one pass each (statistics in f64), and
 //!   [`group_norm_silu`], the same followed by SiLU;
 //! - [`fir_down`]/[`fir_up`]/[`fir_blur_pad2`]: the separable `[1,3,3,1]` FIR resampling, each op's
@@ -134,6 +135,7 @@ pub mod optim;
 pub mod resample;
 pub mod residual;
 mod scratch;
+mod winograd;
 
 use std::cell::Cell;
 use std::mem::MaybeUninit;
