@@ -354,6 +354,22 @@ fn output_grad_channel<T: Real>(
     }
 }
 
+/// The input tiles of one batch element ([`input_tiles`], `[16][Cin × tiles]`), and the scratch buffer
+/// they were made with, at least `more` values long for the caller's next transform.
+fn transformed_input<T: Real>(
+    x: &[T],
+    ci: usize,
+    h: usize,
+    w: usize,
+    more: usize,
+) -> (Scratch<T>, Scratch<T>) {
+    let (th, tw) = tiles(h, w);
+    let mut v = Scratch::<T>::new(POSITIONS * ci * th * tw);
+    let mut scratch = Scratch::<T>::new(input_scratch(h, w).max(more));
+    input_tiles(x, ci, h, w, &mut v, &mut scratch);
+    (v, scratch)
+}
+
 /// One batch element's weight gradient, transformed: `du[ξ]` (`Cout × Cin`) += `W_ξ·V_ξᵀ`, with `V` the
 /// input tiles of the forward ([`input_tiles`]) and `W_ξ` (`Cout × tiles`) the output gradient's tiles
 /// ([`output_grad_channel`]). [`kernel_gradients`] turns the batch's sum into the kernels' gradients.
@@ -363,11 +379,8 @@ pub(super) fn grad_weight_element<T: Real>(
     (ci, co, h, w): (usize, usize, usize, usize),
     du: &mut [T],
 ) -> candle_core::Result<()> {
-    let (th, tw) = tiles(h, w);
-    let nt = th * tw;
-    let mut v = Scratch::<T>::new(POSITIONS * ci * nt);
-    let mut scratch = Scratch::<T>::new(input_scratch(h, w).max(4 * w));
-    input_tiles(x, ci, h, w, &mut v, &mut scratch);
+    let nt = tiles(h, w).0 * tiles(h, w).1;
+    let (v, mut scratch) = transformed_input(x, ci, h, w, 4 * w);
     let mut wt = Scratch::<T>::new(POSITIONS * co * nt);
     {
         let mut planes: Vec<&mut [T]> = wt.chunks_exact_mut(co * nt).collect();
@@ -395,11 +408,8 @@ pub(super) fn forward_element<T: Real>(
     (ci, co, h, w): (usize, usize, usize, usize),
     y: &mut [T],
 ) -> candle_core::Result<()> {
-    let (th, tw) = tiles(h, w);
-    let nt = th * tw;
-    let mut v = Scratch::<T>::new(POSITIONS * ci * nt);
-    let mut scratch = Scratch::<T>::new(input_scratch(h, w).max(8 * nt));
-    input_tiles(x, ci, h, w, &mut v, &mut scratch);
+    let nt = tiles(h, w).0 * tiles(h, w).1;
+    let (v, mut scratch) = transformed_input(x, ci, h, w, 8 * nt);
     let mut m = Scratch::<T>::new(POSITIONS * co * nt);
     for ((u_xi, v_xi), m_xi) in u
         .chunks_exact(co * ci)
