@@ -738,11 +738,11 @@ impl Geom {
 
     fn grad_input<T: Real>(&self, dy: &[T], w: &[T]) -> Result<Vec<T>> {
         if let Some(t) = self.as_transposed() {
-            if t.by_winograd()? && t.batch_parallel() {
-                let u = self.winograd_weights(w, true);
-                return t.forward_tasks(dy, Weights::Winograd(&u), None);
-            }
             if t.by_taps() && t.batch_parallel() {
+                if t.by_winograd()? {
+                    let u = self.winograd_weights(w, true);
+                    return t.forward_tasks(dy, Weights::Winograd(&u), None);
+                }
                 let wt = self.transposed_tap_weights(w);
                 return t.forward_tasks(dy, Weights::Taps(&wt), None);
             }
@@ -780,7 +780,7 @@ impl Geom {
             co * k
         };
         let zero = || (vec![T::zero(); len], vec![0f64; co]);
-        // Runs of at least tasks/threads consecutive tasks: each run zeroes and finally adds one `co·K`
+        // Runs of at least tasks/threads consecutive tasks: each run zeroes and finally adds one `len`
         // partial sum, where rayon's adaptive splitting made up to one per task. (Rounded down: a run
         // length above half the tasks would keep the whole range on one thread.)
         let tasks = self.b.div_ceil(per);

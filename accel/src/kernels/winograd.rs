@@ -56,32 +56,42 @@ pub(super) fn tiles(h: usize, w: usize) -> (usize, usize) {
 /// is `[16][n]` (position `4i + j` of the transformed tile). Elementwise over the kernels, so it vectorises.
 pub(super) fn kernel_tiles(g: &[f64], n: usize) -> Vec<f64> {
     let tap = |t: usize| &g[t * n..][..n];
-    // G·g, 4×3: row i of every kernel column c.
+    // G·g, 4×3, stored by kernel column: `gg[(4c + i)·n ..]` is row i of column c.
     let mut gg = vec![0.0; 12 * n];
-    {
-        let mut rows: Vec<&mut [f64]> = gg.chunks_exact_mut(n).collect();
-        let (r0, rest) = rows.split_at_mut(3);
-        let (r1, rest) = rest.split_at_mut(3);
-        let (r2, r3) = rest.split_at_mut(3);
-        for c in 0..3 {
-            g_combine(
-                tap(c),
-                tap(3 + c),
-                tap(6 + c),
-                [&mut r0[c], &mut r1[c], &mut r2[c], &mut r3[c]],
-            );
-        }
+    for (c, out) in gg.chunks_exact_mut(4 * n).enumerate() {
+        g_combine(tap(c), tap(3 + c), tap(6 + c), split4(out));
     }
     // (G·g)·Gᵀ: the same combination of each row's three columns.
     let mut u = vec![0.0; 16 * n];
     for (i, out) in u.chunks_exact_mut(4 * n).enumerate() {
-        let col = |c: usize| &gg[(3 * i + c) * n..][..n];
-        let (o0, rest) = out.split_at_mut(n);
-        let (o1, rest) = rest.split_at_mut(n);
-        let (o2, o3) = rest.split_at_mut(n);
-        g_combine(col(0), col(1), col(2), [o0, o1, o2, o3]);
+        let col = |c: usize| &gg[(4 * c + i) * n..][..n];
+        g_combine(col(0), col(1), col(2), split4(out));
     }
     u
+}
+
+/// `s` cut into four equal parts.
+fn split4<T>(s: &mut [T]) -> [&mut [T]; 4] {
+    let n = s.len() / 4;
+    let (a, rest) = s.split_at_mut(n);
+    let (b, rest) = rest.split_at_mut(n);
+    let (c, d) = rest.split_at_mut(n);
+    [a, b, c, &mut d[..n]]
+}
+
+/// Calls `f(c, out)` for each of `channels` channels, `out[ξ]` being channel `c`'s `nt` values in each of
+/// the 16 planes of `buf` (`[16][channels × nt]`): what the per-channel transforms write.
+fn for_each_channel<T>(
+    buf: &mut [T],
+    channels: usize,
+    nt: usize,
+    mut f: impl FnMut(usize, &mut [&mut [T]]),
+) {
+    let mut planes: Vec<&mut [T]> = buf.chunks_exact_mut(channels * nt).collect();
+    for c in 0..channels {
+        let mut out: Vec<&mut [T]> = planes.iter_mut().map(|p| &mut p[c * nt..][..nt]).collect();
+        f(c, &mut out);
+    }
 }
 
 /// One application of `G` to three values `(a, b, c)`, elementwise: `a, (a + b + c)/2, (a − b + c)/2, c`.
@@ -100,12 +110,9 @@ fn g_combine(a: &[f64], b: &[f64], c: &[f64], out: [&mut [f64]; 4]) {
 /// [`input_scratch`]` (h, w)` values.
 fn input_tiles<T: Real>(x: &[T], ci: usize, h: usize, w: usize, v: &mut [T], scratch: &mut [T]) {
     let (th, tw) = tiles(h, w);
-    let nt = th * tw;
-    let mut planes: Vec<&mut [T]> = v.chunks_exact_mut(ci * nt).collect();
-    for (c, plane) in x.chunks_exact(h * w).take(ci).enumerate() {
-        let mut out: Vec<&mut [T]> = planes.iter_mut().map(|p| &mut p[c * nt..][..nt]).collect();
-        input_channel(plane, h, w, scratch, &mut out);
-    }
+    for_each_channel(v, ci, th * tw, |c, out| {
+        input_channel(&x[c * h * w..][..h * w], h, w, scratch, out)
+    });
 }
 
 /// Scratch values of [`input_channel`] for an `h × w` image: four quarter planes and eight sums, each
@@ -170,10 +177,7 @@ fn input_channel<T: Real>(
     for cp in 0..2 {
         let quarter = |rp: usize, shift: usize| &quarters[(2 * rp + cp) * q + shift * n..][..len];
         let (d0, d1, d2, d3) = (quarter(0, 0), quarter(1, 0), quarter(0, 1), quarter(1, 1));
-        let t = &mut sums[cp * 4 * len..][..4 * len];
-        let (t0, rest) = t.split_at_mut(len);
-        let (t1, rest) = rest.split_at_mut(len);
-        let (t2, t3) = rest.split_at_mut(len);
+        let [t0, t1, t2, t3] = split4(&mut sums[cp * 4 * len..][..4 * len]);
         for k in 0..len {
             t0[k] = d0[k] - d2[k];
             t1[k] = d1[k] + d2[k];
@@ -312,9 +316,7 @@ fn output_grad_channel<T: Real>(
     for ty in 0..th {
         let r0 = &dy[2 * ty * w..][..w];
         let r1 = (2 * ty + 1 < h).then(|| &dy[(2 * ty + 1) * w..][..w]);
-        let (a0, rest) = rows.split_at_mut(w);
-        let (a1, rest) = rest.split_at_mut(w);
-        let (a2, a3) = rest.split_at_mut(w);
+        let [a0, a1, a2, a3] = split4(rows);
         match r1 {
             Some(r1) => {
                 for x in 0..w {
@@ -379,17 +381,13 @@ pub(super) fn grad_weight_element<T: Real>(
     (ci, co, h, w): (usize, usize, usize, usize),
     du: &mut [T],
 ) -> candle_core::Result<()> {
-    let nt = tiles(h, w).0 * tiles(h, w).1;
+    let (th, tw) = tiles(h, w);
+    let nt = th * tw;
     let (v, mut scratch) = transformed_input(x, ci, h, w, 4 * w);
     let mut wt = Scratch::<T>::new(POSITIONS * co * nt);
-    {
-        let mut planes: Vec<&mut [T]> = wt.chunks_exact_mut(co * nt).collect();
-        for (o, plane) in dy.chunks_exact(h * w).take(co).enumerate() {
-            let mut out: Vec<&mut [T]> =
-                planes.iter_mut().map(|p| &mut p[o * nt..][..nt]).collect();
-            output_grad_channel(plane, h, w, &mut scratch, &mut out);
-        }
-    }
+    for_each_channel(&mut wt, co, nt, |o, out| {
+        output_grad_channel(&dy[o * h * w..][..h * w], h, w, &mut scratch, out)
+    });
     for ((w_xi, v_xi), du_xi) in wt
         .chunks_exact(co * nt)
         .zip(v.chunks_exact(ci * nt))
@@ -408,7 +406,8 @@ pub(super) fn forward_element<T: Real>(
     (ci, co, h, w): (usize, usize, usize, usize),
     y: &mut [T],
 ) -> candle_core::Result<()> {
-    let nt = tiles(h, w).0 * tiles(h, w).1;
+    let (th, tw) = tiles(h, w);
+    let nt = th * tw;
     let (v, mut scratch) = transformed_input(x, ci, h, w, 8 * nt);
     let mut m = Scratch::<T>::new(POSITIONS * co * nt);
     for ((u_xi, v_xi), m_xi) in u
